@@ -1,0 +1,51 @@
+"""The `tcpmax` command line: parse, build the request, call the library, render.
+
+Kept thin on purpose: each subcommand lives in its own module named after it. Usage errors
+(bad counts, unknown options, impossible combinations) exit with code 2 before anything
+starts; `UsageProblem` raised from inside a command does the same.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tcpmax import __version__
+from tcpmax.cli.doctor import doctor
+from tcpmax.cli.plan import plan
+from tcpmax.cli.tune import tune
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tcpmax")
+def cli() -> None:
+    """Find, prove and push the real limit of concurrent TCP connections on Linux.
+
+    A TCP connection is a 4-tuple (local IP, local port, remote IP, remote port): one server
+    port can hold millions of connections, and a client is limited per (source IP, endpoint)
+    by its ephemeral port range, not by 65,535. The real walls are open files, memory and
+    kernel queues.
+
+    \b
+    Start with:
+      tcpmax doctor                 this machine's limits, with the arithmetic
+      tcpmax doctor --target 1M     what stands between it and a million connections
+      tcpmax tune --target 1M       the exact settings (print; --apply as root)
+      tcpmax plan --connections 10M servers, clients and source IPs for a fleet
+    """
+
+
+cli.add_command(doctor)
+cli.add_command(tune)
+cli.add_command(plan)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="tcpmax")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

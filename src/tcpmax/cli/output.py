@@ -1,0 +1,28 @@
+"""Where command output goes: reports to stdout (plain and 120 columns wide when piped),
+machine output as one JSON document on stdout, progress and status on stderr."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+
+__all__ = ["emit_json", "stderr_console", "stdout_console"]
+
+
+def stdout_console() -> Console:
+    """Colours on a terminal; plain and wide when piped, so a saved report keeps its tables
+    readable."""
+    probe = Console(highlight=False)
+    return probe if probe.is_terminal else Console(highlight=False, width=120)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def emit_json(data: Any) -> None:
+    """One JSON document on stdout and nothing else there."""
+    click.echo(json.dumps(data, indent=2))

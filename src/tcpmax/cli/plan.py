@@ -1,0 +1,131 @@
+"""`tcpmax plan`: servers, client machines, source IPs and settings for a target, on paper."""
+
+from __future__ import annotations
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tcpmax.cli.output import emit_json, stdout_console
+from tcpmax.cli.params import COUNT, PORT_RANGE, SIZE
+from tcpmax.host.inspect import read_host
+from tcpmax.model.capacity import (
+    DEFAULT_KERNEL_BYTES_PER_SOCKET,
+    DEFAULT_USER_BYTES_PER_CONNECTION,
+    Costs,
+)
+from tcpmax.model.facts import PortRange
+from tcpmax.model.jsonable import to_jsonable
+from tcpmax.model.plan import FleetPlan, MachineSpec, PlanRequest, SidePlan, plan_fleet
+from tcpmax.model.units import format_bytes, format_count
+
+__all__ = ["plan", "render_plan"]
+
+PLAN_SCHEMA = "tcpmax.plan/1"
+
+
+def _side_table(side: SidePlan) -> Table:
+    t = Table(title=f"{side.role.capitalize()} machines: {side.machines}", box=box.SIMPLE_HEAD,
+              title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("connections per machine", format_count(side.per_machine))
+    t.add_row("most one machine holds", f"{format_count(side.capacity)} (bound by "
+                                        f"{side.bound_by})")
+    t.add_row("processes per machine", str(side.processes))
+    t.add_row("memory used per machine", format_bytes(side.memory_used))
+    for line in side.arithmetic:
+        t.add_row("arithmetic", line)
+    t.add_row("open files per process", f"LimitNOFILE={side.nofile}")
+    for s in side.settings:
+        t.add_row("sysctl", f"{s.line.replace(chr(9), ' ')}    # {s.reason}")
+    return t
+
+
+def render_plan(p: FleetPlan, console: Console) -> None:
+    r = p.request
+    console.print(Text(f"Plan for {format_count(r.connections)} concurrent connections",
+                       style="bold"))
+    console.print(Text(f"per connection: {r.costs.kernel_bytes_per_socket} B kernel + "
+                       f"{r.costs.user_bytes_per_connection} B user per side; memory reserve "
+                       f"{r.server.reserve:.0%}", style="dim"))
+    console.print(_side_table(p.servers))
+    console.print(_side_table(p.clients))
+    console.print(Text("Source IPs", style="bold"))
+    console.print(f"  {p.port_arithmetic}")
+    console.print(f"  in all: {format_count(p.source_ips)} source IPs over "
+                  f"{p.clients.machines} client machine(s)")
+    if r.vips is None:
+        console.print(Text(
+            "  Clients connect to every server directly (DNS or client-side balancing). "
+            "Behind a load balancer (LVS, F5) pass --vips N: the clients then see only the "
+            "VIPs, so each source IP spreads over fewer endpoints and more source IPs are "
+            "needed.", style="dim"))
+
+
+@click.command()
+@click.option("--connections", type=COUNT, required=True, metavar="N",
+              help="Concurrent connections to hold (e.g. 10M).")
+@click.option("--memory", type=SIZE, metavar="SIZE",
+              help="RAM per server machine (64GiB) [default: this host's].")
+@click.option("--cores", type=COUNT, metavar="N",
+              help="Cores per server machine [default: this host's].")
+@click.option("--nofile", type=COUNT, default=1048576, show_default=True, metavar="N",
+              help="Open-file limit per process you will configure on the fleet.")
+@click.option("--client-memory", type=SIZE, metavar="SIZE",
+              help="RAM per client machine [default: as --memory].")
+@click.option("--client-cores", type=COUNT, metavar="N",
+              help="Cores per client machine [default: as --cores].")
+@click.option("--reserve", type=click.FloatRange(0, 0.95), default=0.2, show_default=True,
+              help="Fraction of memory kept for the OS and the application itself.")
+@click.option("--port-range", type=PORT_RANGE, default="1024-65535", show_default=True,
+              help="ip_local_port_range the clients will use.")
+@click.option("--listen-ports", type=COUNT, default=1, show_default=True, metavar="N",
+              help="Ports each server listens on.")
+@click.option("--vips", type=COUNT, metavar="N",
+              help="Clients go through N load-balancer VIPs instead of to servers directly.")
+@click.option("--kernel-bytes", type=COUNT, default=DEFAULT_KERNEL_BYTES_PER_SOCKET,
+              show_default=True, metavar="B",
+              help="Kernel bytes per socket (tcpmax doctor --measure tells this kernel's).")
+@click.option("--user-bytes", type=COUNT, default=DEFAULT_USER_BYTES_PER_CONNECTION,
+              show_default=True, metavar="B",
+              help="Application bytes per connection (asyncio ~2,600, tcpmax serve ~100).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
+         client_memory: int | None, client_cores: int | None, reserve: float,
+         port_range: PortRange, listen_ports: int, vips: int | None, kernel_bytes: int,
+         user_bytes: int, as_json: bool) -> None:
+    """Size a fleet for N connections: server and client machines, source IPs, settings.
+
+    Each server holds what its memory allows after the reserve, in as many processes as the
+    open-file limit requires. Each client is limited the same way, and by the ports of each
+    (source IP, endpoint) pair. Computed on paper, nothing is opened.
+
+    \b
+    Examples:
+      tcpmax plan --connections 10M
+      tcpmax plan --connections 10M --memory 64GiB --cores 16
+      tcpmax plan --connections 10M --vips 2 --json
+    """
+    if memory is None or cores is None:
+        facts = read_host()
+        memory = memory or facts.mem_total
+        cores = cores or facts.cores
+        if memory is None or cores is None:
+            raise click.UsageError("cannot read this host's memory or cores: pass --memory "
+                                   "and --cores")
+    try:
+        server = MachineSpec(memory, cores, nofile, reserve)
+        client = MachineSpec(client_memory or memory, client_cores or cores, nofile, reserve)
+        request = PlanRequest(connections, server, client,
+                              Costs(kernel_bytes, user_bytes, "given"), port_range,
+                              listen_ports, vips)
+        result = plan_fleet(request)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if as_json:
+        emit_json({"schema": PLAN_SCHEMA, **to_jsonable(result)})
+    else:
+        render_plan(result, stdout_console())

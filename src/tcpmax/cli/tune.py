@@ -1,0 +1,141 @@
+"""`tcpmax tune`: the settings a target needs; printed by default, applied or reverted as root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from tcpmax.cli.output import emit_json, stdout_console
+from tcpmax.cli.params import COUNT
+from tcpmax.host.inspect import read_host
+from tcpmax.host.tune import (
+    LIMITS_FILE,
+    SYSCTL_FILE,
+    TuneError,
+    TunePaths,
+    apply_changes,
+    limits_conf,
+    revert_changes,
+    sysctl_conf,
+    systemd_dropin,
+)
+from tcpmax.model.capacity import Role
+from tcpmax.model.target import assess_target
+from tcpmax.model.units import format_count
+
+__all__ = ["tune"]
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise click.UsageError(f"{what} changes kernel settings and needs root: run it with "
+                               "sudo, or leave it out to print the changes")
+
+
+@click.command()
+@click.option("--target", type=COUNT, metavar="N",
+              help="Connections to prepare for (100k, 1M). Required unless --revert.")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.LOOPBACK.value,
+              show_default=True,
+              help="server: accepts; client: connects out; loopback: both ends on this host.")
+@click.option("--sources", type=COUNT, metavar="N", help="Source IPs a client uses.")
+@click.option("--endpoints", type=COUNT, default=1, show_default=True, metavar="N",
+              help="Server (IP, port) endpoints a client connects to.")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Write the sysctls now (root), saving the previous values for --revert.")
+@click.option("--persist", is_flag=True,
+              help=f"With --apply, also write /{SYSCTL_FILE} and /{LIMITS_FILE} so the "
+                   "settings survive a reboot.")
+@click.option("--revert", is_flag=True, help="Restore what --apply changed (root).")
+@click.option("--namespaced-only", is_flag=True,
+              help="Only the sysctls that belong to a network namespace (somaxconn, port "
+                   "range, ...): safe inside a container or `ip netns exec`.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/var/lib/tcpmax"), show_default=True,
+              help="Where the backup of previous values is kept.")
+@click.option("--json", "as_json", is_flag=True, help="Print what would change (or changed) "
+                                                      "as JSON.")
+def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_apply: bool,
+         persist: bool, revert: bool, namespaced_only: bool, state_dir: Path,
+         as_json: bool) -> None:
+    """Print, apply or revert the kernel settings a connection target needs.
+
+    By default nothing changes: it prints a sysctl.d file and the open-file limits
+    (limits.conf and systemd) for the target. --apply writes the sysctls to the running
+    kernel after saving the old values; --revert puts them back.
+
+    \b
+    Examples:
+      tcpmax tune --target 1M
+      sudo tcpmax tune --target 1M --apply
+      sudo tcpmax tune --revert
+      ip netns exec lab tcpmax tune --target 1M --apply --namespaced-only
+    """
+    out = stdout_console()
+    paths = TunePaths(state_dir=state_dir)
+    if revert:
+        if do_apply or target is not None:
+            raise click.UsageError("--revert takes no --target or --apply")
+        _require_root("--revert")
+        try:
+            restored = revert_changes(paths)
+        except TuneError as exc:
+            raise click.UsageError(str(exc)) from exc
+        if as_json:
+            emit_json({"schema": "tcpmax.tune/1", "reverted": dict(restored)})
+        else:
+            for name, value in restored:
+                out.print(f"restored {name} = {value}")
+        return
+    if target is None:
+        raise click.UsageError("--target N is required (e.g. --target 1M), or use --revert")
+    if persist and not do_apply:
+        raise click.UsageError("--persist goes with --apply")
+    if do_apply:
+        _require_root("--apply")
+    facts = read_host()
+    assessment = assess_target(facts, target, Role(role), sources=sources, endpoints=endpoints)
+    changes = [c for c in assessment.sysctls if c.namespaced or not namespaced_only]
+    nofile = assessment.nofile_single_process
+    header = f"tcpmax tune --target {target} --role {role}"
+    if do_apply:
+        try:
+            done = apply_changes(changes, paths, persist=persist, nofile=nofile,
+                                 header=header)
+        except TuneError as exc:
+            raise click.UsageError(str(exc)) from exc
+        if as_json:
+            emit_json({"schema": "tcpmax.tune/1", "target": target, "role": role,
+                       "applied": [{"name": n, "previous": p, "value": v}
+                                   for n, p, v in done]})
+            return
+        if not done:
+            out.print("nothing to change: the current settings already fit the target")
+        for name, previous, value in done:
+            out.print(f"{name}: {previous} -> {value}")
+        if done:
+            out.print(f"previous values saved in {paths.backup}; undo with: tcpmax tune --revert")
+        return
+    if as_json:
+        emit_json({"schema": "tcpmax.tune/1", "target": target, "role": role,
+                   "sysctls": [{"name": c.name, "current": c.current, "value": c.value,
+                                "reason": c.reason, "namespaced": c.namespaced}
+                               for c in changes],
+                   "nofile": nofile, "processes": assessment.processes,
+                   "source_ips": assessment.source_ips})
+        return
+    out.print(f"# /{SYSCTL_FILE}   (apply: sudo tcpmax tune --target {target} --role {role} "
+              "--apply)")
+    out.print(sysctl_conf(changes, header) if changes else
+              "# nothing to change: the current sysctls already fit the target\n")
+    out.print(f"# /{LIMITS_FILE}   (open files for one process holding "
+              f"{format_count(target)} connections)")
+    out.print(limits_conf(nofile))
+    out.print("# systemd unit drop-in (systemctl edit SERVICE)")
+    out.print(systemd_dropin(nofile))
+    if assessment.processes and assessment.processes > 1:
+        out.print(f"# tcpmax itself needs none of the limits above: it uses "
+                  f"{assessment.processes} processes of at most "
+                  f"{format_count(assessment.capacity.per_process)} connections each.")

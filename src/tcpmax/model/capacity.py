@@ -1,0 +1,320 @@
+"""The capacity arithmetic: how many TCP connections a host can hold, and what stops it first.
+
+A connection is a 4-tuple (local IP, local port, remote IP, remote port). Nothing in it caps a
+server at 65,535: a listening port accepts one connection per distinct (remote IP, remote
+port). What does cap a host is, per role:
+
+- per process: the open-file limit (EMFILE). tcpmax spreads connections over processes, so
+  this decides how many processes it needs, not how many connections the host holds;
+- per host: system file descriptors (fs.file-max, ENFILE), memory (kernel socket buffers plus
+  the program's own bytes per connection), epoll watches (per user), conntrack entries when
+  the firewall tracks connections;
+- as a client only: ephemeral ports per (source IP, endpoint) pair (EADDRNOTAVAIL), times the
+  source IPs, times the endpoints.
+
+Invariants:
+- Every `Constraint` carries its own arithmetic as text with the numbers in it, so a report
+  never shows a figure the reader cannot recompute.
+- A constraint whose input is unknown has ``limit=None`` and never binds.
+- The binding constraint is the smallest host-wide limit that applies; per-process and
+  per-pair limits only decide how many processes and source IPs a run needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tcpmax.model.facts import HostFacts
+from tcpmax.model.units import format_bytes, format_count
+
+__all__ = [
+    "DEFAULT_KERNEL_BYTES_PER_SOCKET",
+    "DEFAULT_USER_BYTES_PER_CONNECTION",
+    "FD_RESERVE_PER_PROCESS",
+    "MAX_PROCESSES",
+    "Capacity",
+    "Constraint",
+    "Costs",
+    "KernelMemoryMeasurement",
+    "Role",
+    "TheoryCeiling",
+    "host_capacity",
+    "per_process_connections",
+    "processes_needed",
+    "theory_ceilings",
+]
+
+# Kernel bytes per idle established TCP socket, from MemAvailable deltas over 200k and 2M
+# sockets on a 2-core, 24 GiB, kernel 6.18 machine (3.2-3.4 KB). `doctor --measure` replaces
+# it with this kernel's own figure.
+DEFAULT_KERNEL_BYTES_PER_SOCKET = 3400
+# What one held connection costs tcpmax's own workers in user space: a slot in flat arrays
+# keyed by fd plus the epoll registration (measured ~70 B; budgeted at 100 B).
+DEFAULT_USER_BYTES_PER_CONNECTION = 100
+# File descriptors a worker keeps for itself: stdio, epoll, listeners, pipes, shared memory.
+FD_RESERVE_PER_PROCESS = 64
+# tcpmax never forks more workers than this for one side of a run.
+MAX_PROCESSES = 512
+
+
+class Role(StrEnum):
+    SERVER = "server"      # accepts connections; one socket per connection on this host
+    CLIENT = "client"      # opens connections to another host; one socket per connection
+    LOOPBACK = "loopback"  # both ends on this host (tcpmax load -> tcpmax serve): two sockets
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Memory one connection costs, per socket in the kernel and per side in user space."""
+
+    kernel_bytes_per_socket: int = DEFAULT_KERNEL_BYTES_PER_SOCKET
+    user_bytes_per_connection: int = DEFAULT_USER_BYTES_PER_CONNECTION
+    kernel_source: str = "default measured on a 24 GiB kernel 6.18 machine"
+    fd_reserve: int = FD_RESERVE_PER_PROCESS
+    max_processes: int = MAX_PROCESSES
+
+
+@dataclass(frozen=True)
+class Constraint:
+    key: str                  # stable identifier used in JSON and by fixes
+    title: str                # what a person calls it
+    errno: str | None         # what the kernel answers when it is hit
+    limit: int | None         # connections it allows; None when an input is unknown
+    arithmetic: str           # how `limit` follows from the facts, numbers included
+    scope: str = "host"       # "host", "process" (one process) or "pair" (one source IP
+                              # toward one endpoint): only host limits bind the host
+    applies: bool = True      # False: shown for context, never binding
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    role: Role
+    sources: int
+    endpoints: int
+    constraints: tuple[Constraint, ...]
+
+    def get(self, key: str) -> Constraint | None:
+        return next((c for c in self.constraints if c.key == key), None)
+
+    @property
+    def host_constraints(self) -> tuple[Constraint, ...]:
+        return tuple(c for c in self.constraints
+                     if c.applies and c.scope == "host" and c.limit is not None)
+
+    @property
+    def binding(self) -> Constraint | None:
+        """The host-wide limit reached first, or None when nothing could be computed."""
+        return min(self.host_constraints, key=lambda c: c.limit or 0, default=None)
+
+    @property
+    def connections(self) -> int | None:
+        binding = self.binding
+        return None if binding is None else binding.limit
+
+    @property
+    def binding_key(self) -> str | None:
+        binding = self.binding
+        return None if binding is None else binding.key
+
+    @property
+    def next_limit(self) -> int | None:
+        """The second host-wide limit: how far raising the binding one would get."""
+        limits = sorted({c.limit for c in self.host_constraints if c.limit is not None})
+        return limits[1] if len(limits) > 1 else None
+
+    @property
+    def per_process(self) -> int | None:
+        c = self.get("process_fds")
+        return None if c is None else c.limit
+
+
+@dataclass(frozen=True)
+class KernelMemoryMeasurement:
+    """What `doctor --measure` found: kernel bytes per idle established socket here."""
+
+    sockets: int                     # sockets per round
+    rounds: int
+    bytes_per_socket: int            # median over rounds, MemAvailable-based
+    slab_bytes_per_socket: int       # median over rounds, Slab-based cross-check
+    samples: tuple[int, ...]         # MemAvailable-based figure of each round
+    method: str
+
+
+@dataclass(frozen=True)
+class TheoryCeiling:
+    title: str
+    value: int
+    arithmetic: str
+
+
+def per_process_connections(nofile_hard: int, fd_reserve: int = FD_RESERVE_PER_PROCESS) -> int:
+    """Connections one process can hold when its soft limit is raised to the hard limit."""
+    return max(0, nofile_hard - fd_reserve)
+
+
+def processes_needed(connections: int, per_process: int, at_least: int = 1) -> int:
+    if per_process <= 0:
+        raise ValueError("a process that can hold no connection cannot be scaled out")
+    return max(at_least, math.ceil(connections / per_process))
+
+
+def _sides(role: Role) -> int:
+    return 2 if role is Role.LOOPBACK else 1
+
+
+def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
+                  sources: int | None = None, endpoints: int = 1) -> Capacity:
+    """Every limit on `role` connections for this host, each with its arithmetic.
+
+    `sources` is the number of local source IPs a client uses (default: every loopback
+    address for LOOPBACK, the host's non-loopback addresses for CLIENT); `endpoints` the
+    number of distinct (server IP, port) targets.
+    """
+    costs = costs or Costs()
+    if endpoints < 1:
+        raise ValueError("a client needs at least one endpoint")
+    if sources is None:
+        sources = (facts.loopback_sources if role is Role.LOOPBACK
+                   else max(1, len(facts.external_sources(4))))
+    if sources < 1:
+        raise ValueError("a client needs at least one source address")
+    sides = _sides(role)
+    out: list[Constraint] = []
+
+    # Per process: the open-file limit.
+    if facts.nofile_hard is not None:
+        per = per_process_connections(facts.nofile_hard, costs.fd_reserve)
+        soft = "unknown" if facts.nofile_soft is None else format_count(facts.nofile_soft)
+        out.append(Constraint(
+            "process_fds", "open files per process (RLIMIT_NOFILE)", "EMFILE", per,
+            f"hard limit {format_count(facts.nofile_hard)} - {costs.fd_reserve} kept for "
+            f"the process itself = {format_count(per)} per process",
+            scope="process",
+            note=f"soft limit {soft}: tcpmax raises it to the hard limit; other programs "
+                 "stop at the soft limit"))
+        budget = per * costs.max_processes
+        out.append(Constraint(
+            "process_budget", "tcpmax's processes x open files each", "EMFILE", budget,
+            f"{format_count(per)} per process x at most {costs.max_processes} processes "
+            f"per side = {format_count(budget)}"))
+    else:
+        out.append(Constraint("process_fds", "open files per process (RLIMIT_NOFILE)",
+                              "EMFILE", None, "RLIMIT_NOFILE unknown", scope="process"))
+    if facts.nr_open is not None:
+        out.append(Constraint(
+            "nr_open", "fs.nr_open (ceiling for any one process)", "EMFILE",
+            max(0, facts.nr_open - costs.fd_reserve),
+            f"no process can raise its open-file limit above fs.nr_open = "
+            f"{format_count(facts.nr_open)}", scope="process"))
+
+    # Host-wide file descriptors.
+    if facts.file_max is not None:
+        in_use = facts.files_allocated or 0
+        free = max(0, facts.file_max - in_use)
+        limit = free // sides
+        per_conn = " / 2 sockets per connection" if sides == 2 else ""
+        out.append(Constraint(
+            "system_fds", "system open files (fs.file-max)", "ENFILE", limit,
+            f"fs.file-max {format_count(facts.file_max)} - {format_count(in_use)} in use"
+            f"{per_conn} = {format_count(limit)}"))
+    else:
+        out.append(Constraint("system_fds", "system open files (fs.file-max)", "ENFILE",
+                              None, "fs.file-max unknown"))
+
+    # Memory.
+    per_conn_bytes = sides * (costs.kernel_bytes_per_socket + costs.user_bytes_per_connection)
+    if facts.mem_available is not None:
+        limit = facts.mem_available // per_conn_bytes
+        shape = (f"2 x ({costs.kernel_bytes_per_socket} B kernel + "
+                 f"{costs.user_bytes_per_connection} B user)" if sides == 2 else
+                 f"({costs.kernel_bytes_per_socket} B kernel + "
+                 f"{costs.user_bytes_per_connection} B user)")
+        out.append(Constraint(
+            "memory", "memory (MemAvailable)", "ENOMEM", limit,
+            f"{format_bytes(facts.mem_available)} available / {shape} per connection "
+            f"= {format_count(limit)}",
+            note=f"kernel bytes per socket: {costs.kernel_source}"))
+    else:
+        out.append(Constraint("memory", "memory (MemAvailable)", "ENOMEM", None,
+                              "MemAvailable unknown"))
+
+    # epoll registrations, counted per user across all processes.
+    if facts.epoll_max_user_watches is not None:
+        limit = facts.epoll_max_user_watches // sides
+        out.append(Constraint(
+            "epoll_watches", "epoll watches per user (fs.epoll.max_user_watches)", "ENOSPC",
+            limit,
+            f"{format_count(facts.epoll_max_user_watches)} watches"
+            f"{' / 2 (both ends watch)' if sides == 2 else ''} = {format_count(limit)}"))
+
+    # conntrack: one entry per connection, only if the firewall tracks them.
+    if facts.conntrack_max is not None:
+        count = facts.conntrack_count or 0
+        limit = max(0, facts.conntrack_max - count)
+        tracking = facts.conntrack_tracking
+        out.append(Constraint(
+            "conntrack", "connection tracking (nf_conntrack_max)", "ETIMEDOUT", limit,
+            f"nf_conntrack_max {format_count(facts.conntrack_max)} - {format_count(count)} "
+            f"tracked = {format_count(limit)}",
+            applies=tracking,
+            note="tracking now: a full table drops SYNs ('table full' in dmesg)" if tracking
+            else "loaded but tracking nothing (count 0): a limit only if a firewall rule "
+                 "starts tracking"))
+
+    # Ephemeral ports: a client's 4-tuples toward its endpoints.
+    if role is not Role.SERVER:
+        usable = facts.usable_ports
+        if usable is not None and facts.port_range is not None:
+            limit = usable * sources * endpoints
+            reserved = facts.port_range.size - usable
+            res = f" - {format_count(reserved)} reserved" if reserved else ""
+            out.append(Constraint(
+                "pair_ports", "one source IP toward one endpoint", "EADDRNOTAVAIL", usable,
+                f"ip_local_port_range {facts.port_range} = "
+                f"{format_count(facts.port_range.size)} ports{res} = {format_count(usable)}",
+                scope="pair",
+                note="the kernel's port search slows past half the range per pair; tcpmax "
+                     "load keeps pairs under half or picks ports itself"))
+            out.append(Constraint(
+                "ports", "ephemeral ports x source IPs x endpoints", "EADDRNOTAVAIL", limit,
+                f"{format_count(usable)} per pair x {format_count(sources)} "
+                f"source IP(s) x {format_count(endpoints)} endpoint(s) = {format_count(limit)}"))
+        else:
+            out.append(Constraint("ports", "ephemeral ports per (source IP, endpoint)",
+                                  "EADDRNOTAVAIL", None, "ip_local_port_range unknown"))
+
+    # tcp_mem: context only. Idle sockets charge almost nothing; queued bytes do.
+    if facts.tcp_mem_pages is not None:
+        limit = facts.tcp_mem_pages[2]
+        max_bytes = limit * facts.page_size
+        out.append(Constraint(
+            "tcp_mem", "TCP buffer memory (net.ipv4.tcp_mem max)", "ENOBUFS", limit,
+            f"{format_count(facts.tcp_mem_pages[2])} pages x {facts.page_size} B = "
+            f"{format_bytes(max_bytes)}: {format_count(limit)} connections with one page "
+            "queued each", applies=False,
+            note="idle connections queue nothing; this binds only when data waits in buffers"))
+    return Capacity(role, sources, endpoints, tuple(out))
+
+
+def theory_ceilings(facts: HostFacts) -> tuple[TheoryCeiling, ...]:
+    """The ceilings the 4-tuple allows in principle: what the '65,535' figure confuses."""
+    usable = facts.usable_ports
+    this_host = (f"; this host's range gives {format_count(usable)}"
+                 if usable is not None else "")
+    return (
+        TheoryCeiling(
+            "one IPv4 listening address:port (theory)", 2**48,
+            "remote IPs 2^32 x remote ports 2^16 = 2^48 distinct (remote IP, remote port)"),
+        TheoryCeiling(
+            "one IPv6 listening address:port (theory)", 2**144,
+            "remote IPs 2^128 x remote ports 2^16 = 2^144"),
+        TheoryCeiling(
+            "one client IP toward one endpoint (theory)", 65535,
+            f"the source port is 16 bits: ports 1-65535{this_host}"),
+        TheoryCeiling(
+            "all IPv4 4-tuples (theory)", 2**96,
+            "2^32 x 2^16 x 2^32 x 2^16 = 2^96"),
+    )

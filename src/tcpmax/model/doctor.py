@@ -1,0 +1,64 @@
+"""The doctor's report as data: host facts, capacity per role, theory, and the way forward.
+
+`build_doctor_report` is pure: the CLI reads the host (and optionally measures), then renders
+this object as tables or as JSON (schema `DOCTOR_SCHEMA`, documented in docs/json.md).
+
+Without a target, the "way forward" for each role is the fix for its binding limit, sized to
+reach the next limit: raising a limit past the one behind it buys nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tcpmax.model.capacity import (
+    Capacity,
+    Costs,
+    KernelMemoryMeasurement,
+    Role,
+    TheoryCeiling,
+    host_capacity,
+    theory_ceilings,
+)
+from tcpmax.model.facts import HostFacts
+from tcpmax.model.target import TargetAssessment, assess_target
+
+__all__ = ["DOCTOR_SCHEMA", "DoctorReport", "build_doctor_report"]
+
+DOCTOR_SCHEMA = "tcpmax.doctor/1"
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    schema: str
+    host: HostFacts
+    costs: Costs
+    measurement: KernelMemoryMeasurement | None
+    capacity: dict[str, Capacity]              # by role
+    theory: tuple[TheoryCeiling, ...]
+    target: int | None
+    assessments: dict[str, TargetAssessment]   # by role: at the target, or at the next limit
+
+
+def build_doctor_report(facts: HostFacts, costs: Costs | None = None, *,
+                        target: int | None = None, sources: int | None = None,
+                        endpoints: int = 1,
+                        measurement: KernelMemoryMeasurement | None = None) -> DoctorReport:
+    costs = costs or Costs()
+    if measurement is not None:
+        costs = Costs(measurement.bytes_per_socket, costs.user_bytes_per_connection,
+                      f"measured here: {measurement.method}", costs.fd_reserve,
+                      costs.max_processes)
+    capacity: dict[str, Capacity] = {}
+    assessments: dict[str, TargetAssessment] = {}
+    for role in Role:
+        # A client's sources default to the host's own; --sources applies to client roles.
+        role_sources = None if role is Role.SERVER else sources
+        cap = host_capacity(facts, role, costs, sources=role_sources, endpoints=endpoints)
+        capacity[role.value] = cap
+        goal = target if target is not None else cap.next_limit
+        if goal is not None:
+            assessments[role.value] = assess_target(facts, goal, role, costs,
+                                                    sources=role_sources, endpoints=endpoints)
+    return DoctorReport(DOCTOR_SCHEMA, facts, costs, measurement, capacity,
+                        theory_ceilings(facts), target, assessments)

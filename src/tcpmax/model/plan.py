@@ -1,0 +1,140 @@
+"""Capacity planning on paper: the servers, client machines and source IPs a target needs.
+
+This is the "beyond one machine" answer made concrete. A server machine holds what its memory
+allows after a reserve, in as many processes as its open-file limit requires. Clients are
+limited the same way, plus the port arithmetic: each (source IP, endpoint) pair gives one
+ephemeral port range, so the source IPs a client machine needs follow from how many
+endpoints (server IP:ports, or load-balancer VIP:ports) it spreads over.
+
+Invariants: pure arithmetic on the inputs; every figure in a `SidePlan` has its arithmetic
+as text; settings are expressed as the same `SysctlChange` objects `tune` applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tcpmax.model.capacity import Costs, per_process_connections, processes_needed
+from tcpmax.model.facts import PortRange
+from tcpmax.model.target import SysctlChange, backlog_for, headroom
+from tcpmax.model.units import format_bytes, format_count
+
+__all__ = ["FleetPlan", "MachineSpec", "PlanRequest", "SidePlan", "plan_fleet"]
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    memory: int               # bytes of RAM
+    cores: int
+    nofile: int               # the per-process open-file limit the fleet will be given
+    reserve: float = 0.2      # fraction of memory kept for the OS, page cache and the app
+
+    def __post_init__(self) -> None:
+        if self.memory <= 0 or self.cores <= 0 or self.nofile <= 0:
+            raise ValueError("memory, cores and nofile must be positive")
+        if not 0 <= self.reserve < 1:
+            raise ValueError("the memory reserve is a fraction from 0 to below 1")
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    connections: int
+    server: MachineSpec
+    client: MachineSpec
+    costs: Costs = field(default_factory=Costs)
+    port_range: PortRange = field(default_factory=lambda: PortRange(1024, 65535))
+    listen_ports: int = 1            # ports each server listens on
+    vips: int | None = None          # clients connect through this many load-balancer VIPs
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError("plan for at least one connection")
+        if self.listen_ports < 1 or (self.vips is not None and self.vips < 1):
+            raise ValueError("listen ports and VIPs must be at least 1")
+
+
+@dataclass(frozen=True)
+class SidePlan:
+    role: str
+    machines: int
+    per_machine: int               # connections each machine holds
+    capacity: int                  # the most one machine could hold
+    bound_by: str                  # "memory" or "open files"
+    processes: int                 # per machine
+    memory_used: int               # bytes per machine at `per_machine`
+    arithmetic: tuple[str, ...]
+    settings: tuple[SysctlChange, ...]
+    nofile: int
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    request: PlanRequest
+    servers: SidePlan
+    clients: SidePlan
+    endpoints: int                 # distinct (IP, port) targets clients spread over
+    source_ips_per_client: int
+    source_ips: int
+    port_arithmetic: str
+
+
+def _side(role: str, target: int, spec: MachineSpec, costs: Costs,
+          extra: tuple[SysctlChange, ...]) -> SidePlan:
+    per_conn = costs.kernel_bytes_per_socket + costs.user_bytes_per_connection
+    usable = int(spec.memory * (1 - spec.reserve))
+    by_memory = usable // per_conn
+    per_proc = per_process_connections(spec.nofile, costs.fd_reserve)
+    by_fds = per_proc * costs.max_processes
+    capacity = min(by_memory, by_fds)
+    if capacity < 1:
+        raise ValueError(f"a {role} machine of this size cannot hold one connection")
+    bound_by = "memory" if by_memory <= by_fds else "open files"
+    machines = math.ceil(target / capacity)
+    per_machine = math.ceil(target / machines)
+    processes = processes_needed(per_machine, per_proc, at_least=spec.cores)
+    arithmetic = (
+        f"memory: {format_bytes(spec.memory)} x {1 - spec.reserve:.0%} usable / "
+        f"({costs.kernel_bytes_per_socket} B kernel + {costs.user_bytes_per_connection} B user)"
+        f" = {format_count(by_memory)} connections",
+        f"open files: ({format_count(spec.nofile)} - {costs.fd_reserve}) x "
+        f"{costs.max_processes} processes = {format_count(by_fds)} connections",
+        f"{format_count(target)} / {format_count(capacity)} per machine = {machines} "
+        f"machines of {format_count(per_machine)}, {processes} processes each",
+    )
+    settings = (
+        SysctlChange("fs.file-max", None, str(headroom(per_machine)),
+                     "one file per socket, plus headroom"),
+        SysctlChange("fs.nr_open", None, str(max(1048576, spec.nofile)),
+                     "lets the per-process limit be set"),
+        SysctlChange("fs.epoll.max_user_watches", None, str(headroom(per_machine)),
+                     "one epoll watch per socket"),
+        *extra,
+    )
+    return SidePlan(role, machines, per_machine, capacity, bound_by, processes,
+                    per_machine * per_conn, arithmetic, settings, spec.nofile)
+
+
+def plan_fleet(req: PlanRequest) -> FleetPlan:
+    backlog = str(backlog_for(req.connections))
+    servers = _side("server", req.connections, req.server, req.costs, (
+        SysctlChange("net.core.somaxconn", None, backlog, "listen queue for ramp bursts"),
+        SysctlChange("net.ipv4.tcp_max_syn_backlog", None, backlog, "half-open queue"),
+    ))
+    clients = _side("client", req.connections, req.client, req.costs, (
+        SysctlChange("net.ipv4.ip_local_port_range", None,
+                     f"{req.port_range.low}\t{req.port_range.high}",
+                     "ephemeral ports per (source IP, endpoint)"),
+    ))
+    endpoints = (req.vips if req.vips is not None else servers.machines) * req.listen_ports
+    per_ip = req.port_range.size * endpoints
+    per_client = math.ceil(clients.per_machine / per_ip)
+    where = (f"{req.vips} VIP(s)" if req.vips is not None
+             else f"{servers.machines} server(s)") + f" x {req.listen_ports} port(s)"
+    arithmetic = (
+        f"{format_count(req.port_range.size)} ports ({req.port_range}) x {endpoints} "
+        f"endpoints ({where}) = {format_count(per_ip)} connections per source IP; "
+        f"{format_count(clients.per_machine)} per client machine / {format_count(per_ip)} = "
+        f"{per_client} source IP(s) per client machine")
+    return FleetPlan(req, servers, clients, endpoints, per_client,
+                     per_client * clients.machines, arithmetic)
