@@ -1,0 +1,109 @@
+"""`tcpmax doctor` as a user runs it: JSON, text, targets and bad input."""
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tcpmax.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def doctor_json(*args):
+    result = run("doctor", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_json_reports_what_proc_and_getrlimit_say():
+    data = doctor_json()
+    host = data["host"]
+    assert data["schema"] == "tcpmax.doctor/1"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert (host["nofile_soft"], host["nofile_hard"]) == (soft, hard)
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert (host["port_range"]["low"], host["port_range"]["high"]) == (low, high)
+    assert host["somaxconn"] == int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert host["file_max"] == int(Path("/proc/sys/fs/file-max").read_text())
+    assert host["mem_total"] > 0 and host["mem_available"] > 0
+
+
+def test_json_names_the_binding_limit_as_the_smallest_host_limit():
+    data = doctor_json()
+    for cap in data["capacity"].values():
+        host_limits = [c for c in cap["constraints"]
+                       if c["scope"] == "host" and c["applies"] and c["limit"] is not None]
+        smallest = min(host_limits, key=lambda c: c["limit"])
+        assert cap["binding_key"] == smallest["key"]
+        assert cap["connections"] == smallest["limit"]
+
+
+def test_a_million_on_a_20k_fd_host_names_the_fd_limit_processes_and_port_arithmetic(
+        fake_proc):
+    root = fake_proc(**{"sys/fs/file-max": "9000000"})
+    data = doctor_json("--proc-root", str(root), "--target", "1000000")
+    loop = data["assessments"]["loopback"]
+    assert loop["first_wall"]["constraint"]["key"] == "process_fds"
+    assert loop["processes"] == 51
+    assert loop["source_ips"] == 36
+    text = run("doctor", "--proc-root", str(root), "--target", "1M").output
+    assert "tcpmax uses 51 processes" in text
+    assert "28,232" in text and "36 source IPs" in text
+
+
+def test_text_report_shows_limits_arithmetic_and_the_myth(fake_proc):
+    text = run("doctor", "--proc-root", str(fake_proc())).output
+    assert "32768-60999 (28,232 ports)" in text
+    assert "holds at most" in text
+    assert "The arithmetic" in text
+    assert "65,536" in text
+
+
+def test_an_unreadable_proc_tree_is_reported_as_unknown_not_a_traceback(fake_proc):
+    root = fake_proc(**{"meminfo": None, "sys/net/ipv4/ip_local_port_range": None,
+                        "self/limits": None})
+    result = run("doctor", "--proc-root", str(root), "--target", "1M")
+    assert result.exit_code == 0
+    assert "unknown" in result.output
+    data = doctor_json("--proc-root", str(root))
+    assert data["host"]["mem_available"] is None
+    assert "meminfo" in data["host"]["unknown"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--target", "1Q"], ["--target", "-5"], ["--target", "0"], ["--bogus"],
+    ["--proc-root", "/nonexistent/proc"], ["--endpoints", "zero"],
+])
+def test_bad_input_exits_2_with_a_message(args):
+    result = run("doctor", *args)
+    assert result.exit_code == 2
+    assert "Error" in result.output
+
+
+def test_module_entry_point_runs_and_bad_input_has_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "tcpmax", "doctor", "--target", "1Q"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "'1Q' is not a count" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["doctor", "tune", "plan"])
+def test_every_command_has_help_with_examples(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+
+
+def test_every_host_field_in_the_json_is_documented():
+    doc = (Path(__file__).parents[2] / "docs" / "json.md").read_text()
+    host = doctor_json()["host"]
+    for field in host:
+        assert f"`{field}`" in doc, f"host field {field} is not documented in docs/json.md"

@@ -1,0 +1,42 @@
+"""`tcpmax plan` from the command line."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tcpmax.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["plan", *args], catch_exceptions=False)
+
+
+def test_plan_for_10m_on_16_gib_machines_needs_three_servers():
+    result = run("--connections", "10M", "--memory", "16GiB", "--cores", "8", "--json")
+    data = json.loads(result.output)
+    assert data["schema"] == "tcpmax.plan/1"
+    assert data["servers"]["machines"] == 3
+    assert data["source_ips"] >= data["clients"]["machines"]
+
+
+def test_text_plan_shows_machines_settings_and_source_ip_arithmetic():
+    out = run("--connections", "10M", "--memory", "64GiB", "--cores", "16").output
+    assert "Server machines" in out and "Client machines" in out
+    assert "LimitNOFILE=1048576" in out
+    assert "connections per source IP" in out
+
+
+def test_defaults_come_from_this_host():
+    result = run("--connections", "1M", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.output)["servers"]["machines"] >= 1
+
+
+@pytest.mark.parametrize("args", [
+    ["--connections", "0"], ["--connections", "10M", "--memory", "lots"],
+    ["--connections", "10M", "--port-range", "70000-80000"], [],
+    ["--connections", "10M", "--reserve", "1.5"],
+])
+def test_bad_input_exits_2(args):
+    assert run(*args).exit_code == 2
