@@ -14,6 +14,7 @@ import click
 from tcpmax import __version__
 from tcpmax.cli.doctor import doctor
 from tcpmax.cli.plan import plan
+from tcpmax.cli.serve import serve
 from tcpmax.cli.tune import tune
 
 __all__ = ["cli", "main"]
@@ -35,12 +36,14 @@ def cli() -> None:
       tcpmax doctor --target 1M     what stands between it and a million connections
       tcpmax tune --target 1M       the exact settings (print; --apply as root)
       tcpmax plan --connections 10M servers, clients and source IPs for a fleet
+      tcpmax serve --port 9000      hold connections with near-zero memory each
     """
 
 
 cli.add_command(doctor)
 cli.add_command(tune)
 cli.add_command(plan)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ def stdout_console() -> Console:
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    probe = Console(stderr=True, highlight=False)
+    return probe if probe.is_terminal else Console(stderr=True, highlight=False, width=120)
 
 
 def emit_json(data: Any) -> None:

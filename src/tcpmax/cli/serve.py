@@ -1,0 +1,215 @@
+"""`tcpmax serve`: hold, echo or push to connections with pre-forked epoll workers."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tcpmax.cli.output import emit_json, stderr_console
+from tcpmax.cli.params import COUNT, DURATION
+from tcpmax.engine.server import ServeRun, open_listeners
+from tcpmax.model.serve import Mode, ServeConfig
+from tcpmax.model.units import format_bytes, format_count
+
+__all__ = ["parse_address", "parse_ports", "serve"]
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    low, sep, high = text.partition("-")
+    try:
+        first, last = int(low), int(high if sep else low)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a port or a range like 9000-9009") from None
+    if not 1 <= first <= last <= 65535:
+        raise click.BadParameter(f"{text!r}: ports are 1-65535, low before high")
+    if last - first >= 1000:
+        raise click.BadParameter(f"{text!r}: at most 1000 ports")
+    return tuple(range(first, last + 1))
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9100)")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise click.BadParameter(f"{host!r} is not an IP address") from None
+    return host, int(port)
+
+
+class _Status:
+    """The live status line: what is held, how fast it grows, what it costs."""
+
+    def __init__(self, run: ServeRun, console: Console, every: float) -> None:
+        self.run = run
+        self.console = console
+        self.every = every
+        self.last_print = 0.0
+        self.last_accepted = 0
+        self.last_time = time.monotonic()
+
+    def line(self) -> str:
+        snap = self.run.snapshot()
+        now = time.monotonic()
+        rate = (snap["accepted"] - self.last_accepted) / max(1e-6, now - self.last_time)
+        self.last_accepted, self.last_time = snap["accepted"], now
+        errors = ", ".join(f"{k} {v:,}" for k, v in snap["accept_errors"].items() if v)
+        kernel = snap["kernel"]
+        kern = ("" if kernel is None else
+                f" | kernel: {format_count(kernel['tcp_inuse'])} TCP sockets, "
+                f"{format_bytes(kernel['tcp_mem_bytes'])} buffers")
+        return (f"holding {format_count(snap['open'])} | +{rate:,.0f}/s | workers "
+                f"{snap['workers_alive']}/{snap['workers']} | RSS "
+                f"{format_bytes(snap['rss_bytes'])}{kern}"
+                + (f" | accept errors: {errors}" if errors else ""))
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last_print >= self.every:
+            self.last_print = now
+            self.console.print(self.line(), highlight=False)
+
+
+def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
+    s = run.stats()
+    t = Table(title=f"tcpmax serve stopped ({reason}) after {elapsed:.1f} s", show_header=False,
+              title_justify="left")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for name, value in (("accepted", s.accepted), ("closed", s.closed),
+                        ("bytes in", s.bytes_in), ("bytes out", s.bytes_out),
+                        ("pushed", s.pushed), ("push skipped (buffer full)", s.push_skipped),
+                        ("echo backpressure events", s.backpressure),
+                        ("closed idle", s.idle_closed), ("worker restarts", s.restarts)):
+        t.add_row(name, format_count(value))
+    for name, value in s.accept_errors.items():
+        if value:
+            t.add_row(f"accept {name}", format_count(value))
+    return t
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Listening on all interfaces (0.0.0.0, ::) is an "
+                   "explicit choice.")
+@click.option("--port", "port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on [default: 9000].")
+@click.option("--ports", "port_range", metavar="FIRST-LAST",
+              help="Listen on a range of ports (clients get one full port range per port).")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default="hold",
+              show_default=True,
+              help="hold: keep connections, discard input; echo: send back every byte; "
+                   "push: send a timestamped line to every connection each --push-interval.")
+@click.option("--max-connections", type=COUNT, default=100_000, show_default=True,
+              metavar="N", help="Most connections held at once; sets the worker count "
+                                "(from the open-file limit) and each worker's share.")
+@click.option("--workers", type=click.IntRange(1, 512), default=None,
+              help="Worker processes [default: enough for --max-connections, at least one "
+                   "per core].")
+@click.option("--backlog", type=COUNT, default=None, metavar="N",
+              help="Listen backlog [default: as deep as the kernel allows, net.core.somaxconn].")
+@click.option("--idle-timeout", type=DURATION, default=None,
+              help="Close (RST) connections silent for this long, e.g. 5m.")
+@click.option("--duration", type=DURATION, default=None,
+              help="Stop by itself after this long, e.g. 10m [default: until Ctrl-C].")
+@click.option("--drain", is_flag=True,
+              help="On stop, wait up to --drain-timeout for clients to close instead of "
+                   "resetting the connections.")
+@click.option("--drain-timeout", type=DURATION, default="10s", show_default=True)
+@click.option("--push-interval", type=DURATION, default="1s", show_default=True,
+              help="push: time between two messages to every connection.")
+@click.option("--message-size", type=click.IntRange(0, 65536), default=0,
+              help="push: pad each line to this many bytes.")
+@click.option("--metrics", "metrics", metavar="HOST:PORT",
+              help="Serve Prometheus text at /metrics and JSON at /stats, e.g. 127.0.0.1:9100.")
+@click.option("--status-every", type=DURATION, default="1s", show_default=True,
+              help="How often the status line is printed on stderr.")
+@click.option("--quiet", is_flag=True, help="No status line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="At exit, print the final counters as JSON on stdout.")
+def serve(host: str, port: int | None, port_range: str | None, mode: str,
+          max_connections: int, workers: int | None, backlog: int | None,
+          idle_timeout: float | None, duration: float | None, drain: bool,
+          drain_timeout: float, push_interval: float, message_size: int,
+          metrics: str | None, status_every: float, quiet: bool, as_json: bool) -> None:
+    """Hold, echo or push to up to a million connections with near-zero memory per connection.
+
+    A supervisor forks worker processes (as many as the open-file limit requires, at least
+    one per core) that share the listening sockets; each runs an epoll loop over raw file
+    descriptors. Stop with Ctrl-C or SIGTERM: it stops accepting, resets (or with --drain,
+    waits for) the connections, and exits 0.
+
+    \b
+    Examples:
+      tcpmax serve --port 9000
+      tcpmax serve --ports 9000-9009 --max-connections 1M --metrics 127.0.0.1:9100
+      tcpmax serve --mode echo --duration 5m
+      tcpmax serve --mode push --push-interval 5s --message-size 64
+    """
+    err = stderr_console()
+    if port is not None and port_range is not None:
+        raise click.UsageError("use --port or --ports, not both")
+    ports = parse_ports(port_range) if port_range else (9000 if port is None else port,)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise click.BadParameter(f"{host!r} is not an IP address", param_hint="--host") from None
+    try:
+        cfg = ServeConfig(host=host, ports=ports, mode=Mode(mode),
+                          max_connections=max_connections, backlog=backlog,
+                          idle_timeout=idle_timeout, duration=duration, drain=drain,
+                          drain_timeout=drain_timeout, push_interval=push_interval,
+                          message_size=message_size, workers=workers,
+                          metrics=parse_address(metrics) if metrics else None)
+        listeners, infos = open_listeners(cfg)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except OSError as exc:
+        hint = {errno.EADDRINUSE: "another program listens there; pick another --port",
+                errno.EADDRNOTAVAIL: "that address is not on this host",
+                errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE"}
+        raise click.UsageError(f"cannot listen on {host} port(s) {ports[0]}"
+                               f"{'-' + str(ports[-1]) if len(ports) > 1 else ''}: "
+                               f"{exc.strerror} ({hint.get(exc.errno or 0, 'see the error')})"
+                               ) from exc
+    try:
+        run = ServeRun(cfg, listeners, infos)
+    except ValueError as exc:
+        for s in listeners:
+            s.close()
+        raise click.UsageError(str(exc)) from exc
+    except OSError as exc:
+        for s in listeners:
+            s.close()
+        raise click.UsageError(f"--metrics {metrics}: {exc.strerror}") from exc
+    if ipaddress.ip_address(host).is_unspecified:
+        err.print(Text(f"listening on ALL interfaces ({host}): reachable from the network",
+                       style="bold yellow"))
+    where = ", ".join(f"{i.host}:{i.port}" for i in infos)
+    err.print(f"tcpmax serve ({mode}) on {where}: {run.plan.workers} workers x "
+              f"{format_count(run.plan.budget)} connections (open-file limit allows "
+              f"{format_count(run.plan.fd_budget)} each)", highlight=False)
+    for info in infos[:1]:
+        if info.clamped:
+            err.print(f"backlog {info.backlog_requested:,} clamped by the kernel to "
+                      f"{info.backlog_effective:,} (net.core.somaxconn)", highlight=False)
+    if run.metrics is not None:
+        host_m, port_m = run.metrics.address
+        err.print(f"metrics: http://{host_m}:{port_m}/metrics and /stats", highlight=False)
+    status = _Status(run, err, status_every)
+    started = time.monotonic()
+    reason = run.run(tick=None if quiet else status.tick,
+                     log=lambda msg: err.print(msg, highlight=False))
+    elapsed = time.monotonic() - started
+    if as_json:
+        emit_json({**run.snapshot(), "stopped": reason, "elapsed_s": round(elapsed, 3)})
+    else:
+        err.print(_summary(run, reason, elapsed))

@@ -1,0 +1,87 @@
+"""Live counters in shared memory: one row of unsigned 64-bit cells per worker process.
+
+The table is an anonymous MAP_SHARED mapping created before any fork, so every worker and the
+supervisor see the same bytes without messages or locks. Each cell has exactly one writer
+(the worker owning the row, or the supervisor while that worker is dead), and aligned 8-byte
+stores are atomic on the machines we run on, so readers see each value whole; a snapshot
+across cells may mix instants a few microseconds apart, which totals tolerate.
+
+Workers keep hot counts in local variables and store them here a few times a second, so the
+hot loop pays for plain integer additions only.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterable, Sequence
+from enum import IntEnum
+
+__all__ = ["ACCEPT_ERRNOS", "Col", "CounterTable"]
+
+# Accept failures counted by name; anything else lands in ACCEPT_OTHER.
+ACCEPT_ERRNOS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "ECONNABORTED")
+
+
+class Col(IntEnum):
+    PID = 0
+    STATE = 1            # WorkerState
+    HEARTBEAT_MS = 2     # CLOCK_MONOTONIC milliseconds of the last store
+    OPEN = 3
+    ACCEPTED = 4
+    CLOSED = 5
+    BYTES_IN = 6
+    BYTES_OUT = 7
+    PUSHED = 8           # messages written by push mode
+    PUSH_SKIPPED = 9     # push messages dropped because the socket buffer was full
+    BACKPRESSURE = 10    # echo writes that could not complete at once
+    IDLE_CLOSED = 11
+    ACCEPT_EMFILE = 12
+    ACCEPT_ENFILE = 13
+    ACCEPT_ENOBUFS = 14
+    ACCEPT_ENOMEM = 15
+    ACCEPT_ECONNABORTED = 16
+    ACCEPT_OTHER = 17
+    ACCEPT_PAUSES = 18   # times the worker stopped polling listeners after an error
+    RESTARTS = 19        # times this row's worker was replaced (written by the supervisor)
+    CONNECTED = 20       # load: connections established (cumulative)
+    CONNECT_ERRORS = 21  # load: failed connection attempts (cumulative)
+
+
+N_COLS = 32              # room to grow without changing the row size users may rely on
+
+
+class WorkerState(IntEnum):
+    EMPTY = 0
+    RUNNING = 1
+    FULL = 2             # at its connection budget: not polling the listeners
+    PAUSED = 3           # accept error: listeners paused briefly
+    STOPPING = 4
+    DEAD = 5
+
+
+class CounterTable:
+    """`rows` x `N_COLS` uint64 cells in shared memory."""
+
+    def __init__(self, rows: int) -> None:
+        if rows < 1:
+            raise ValueError("a counter table needs at least one row")
+        self.rows = rows
+        self._map = mmap.mmap(-1, rows * N_COLS * 8, flags=mmap.MAP_SHARED)
+        self.cells = memoryview(self._map).cast("Q")
+
+    def row(self, index: int) -> memoryview:
+        """A writable view of one row: ``row[Col.OPEN] = n``."""
+        return self.cells[index * N_COLS:(index + 1) * N_COLS]
+
+    def get(self, index: int, col: Col) -> int:
+        return int(self.cells[index * N_COLS + col])
+
+    def set(self, index: int, col: Col, value: int) -> None:
+        self.cells[index * N_COLS + col] = value
+
+    def snapshot(self) -> list[list[int]]:
+        return [list(self.row(i)) for i in range(self.rows)]
+
+    @staticmethod
+    def total(snapshot: Iterable[Sequence[int]], col: Col) -> int:
+        return sum(r[col] for r in snapshot)

@@ -1,0 +1,302 @@
+"""One `tcpmax serve` worker: an epoll loop over raw file descriptors.
+
+Per-connection state is flat and keyed by fd: a bytearray marks held fds, an array of floats
+holds last-activity times (only with --idle-timeout), and a dict holds unsent echo bytes for
+the few connections that are backlogged. Nothing else is allocated per connection, which is
+what keeps user space near zero bytes per held connection.
+
+Accepting: every worker registers every listener with EPOLLEXCLUSIVE, so the kernel wakes one
+worker per incoming connection. A worker at its budget unregisters the listeners (EPOLLEXCLUSIVE
+registrations cannot be modified, only removed) and re-registers below a low-water mark, so
+connections flow to workers with room. EMFILE/ENFILE/ENOBUFS/ENOMEM from accept are counted
+and pause the listeners briefly instead of spinning on a level-triggered readiness that will
+fail again.
+
+Echo backpressure: bytes that do not fit in the socket buffer are kept (at most one read,
+64 KiB) and the fd is switched from EPOLLIN to EPOLLOUT, so nothing more is read from a client
+that does not read its replies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from array import array
+
+from tcpmax.engine.counters import Col, CounterTable, WorkerState
+from tcpmax.model.serve import Mode, ServeConfig
+
+__all__ = ["run_worker"]
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLRDHUP = select.EPOLLRDHUP
+EPOLLEXCLUSIVE = select.EPOLLEXCLUSIVE
+READ_SIZE = 65536
+ACCEPT_BATCH = 64
+FLUSH_EVERY = 0.1
+PAUSE_FIRST, PAUSE_MAX = 0.05, 1.0
+_ACCEPT_COL = {
+    errno.EMFILE: Col.ACCEPT_EMFILE,
+    errno.ENFILE: Col.ACCEPT_ENFILE,
+    errno.ENOBUFS: Col.ACCEPT_ENOBUFS,
+    errno.ENOMEM: Col.ACCEPT_ENOMEM,
+    errno.ECONNABORTED: Col.ACCEPT_ECONNABORTED,
+}
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _reset_close(fd: int) -> None:
+    """Close with RST: no FIN handshake, no TIME_WAIT left behind."""
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    s.close()
+
+
+def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterTable,
+               slot: int, budget: int) -> None:
+    """Serve until SIGTERM; returns after closing (or draining) every connection."""
+    row = table.row(slot)
+    row[Col.PID] = os.getpid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides what Ctrl-C means
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+    fd_limit = max(2, os.sysconf("SC_OPEN_MAX"))
+    held = bytearray(fd_limit)                      # 1 where the fd is a held connection
+    track_idle = cfg.idle_timeout is not None
+    last = array("d", bytes(8 * fd_limit)) if track_idle else None
+    pending: dict[int, bytes] = {}                  # echo: bytes not yet written, by fd
+    echo = cfg.mode is Mode.ECHO
+    push = cfg.mode is Mode.PUSH
+    nonblocking = echo or push
+
+    ep = select.epoll(min(budget, 65536) + 16)
+    ep.register(wake_r, EPOLLIN)
+    lsocks = {s.fileno(): s for s in listeners}
+
+    listening = False
+
+    def listen_on() -> None:
+        nonlocal listening
+        if not listening:
+            for lfd in lsocks:
+                ep.register(lfd, EPOLLIN | EPOLLEXCLUSIVE)
+            listening = True
+
+    def listen_off() -> None:
+        nonlocal listening
+        if listening:
+            for lfd in lsocks:
+                ep.unregister(lfd)
+            listening = False
+
+    listen_on()
+    pause_until = 0.0
+    pause_len = PAUSE_FIRST
+    low_water = budget - max(1, budget // 20)
+
+    # Hot counters live in locals and are stored in shared memory every FLUSH_EVERY seconds.
+    opened = row[Col.ACCEPTED]
+    closed = row[Col.CLOSED]
+    n_open = 0
+    bytes_in = row[Col.BYTES_IN]
+    bytes_out = row[Col.BYTES_OUT]
+    pushed = row[Col.PUSHED]
+    push_skipped = row[Col.PUSH_SKIPPED]
+    backpressure = row[Col.BACKPRESSURE]
+    idle_closed = row[Col.IDLE_CLOSED]
+    state = WorkerState.RUNNING
+    row[Col.STATE] = state
+
+    now = time.monotonic()
+    next_flush = now
+    next_push = now + cfg.push_interval if push else float("inf")
+    next_idle = now + 1.0 if track_idle else float("inf")
+    stopping = False
+    drain_deadline = float("inf")
+    pad = b" " * max(0, cfg.message_size - 21)
+    poll = ep.poll
+    read = os.read
+    write = os.write
+    close = os.close
+
+    while True:
+        events = poll(FLUSH_EVERY, 1024)
+        for fd, ev in events:
+            if held[fd]:
+                if ev & EPOLLOUT:
+                    buf = pending[fd]
+                    try:
+                        n = write(fd, buf)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        n = -1
+                    if n < 0:
+                        del pending[fd]
+                        held[fd] = 0
+                        n_open -= 1
+                        closed += 1
+                        close(fd)
+                        continue
+                    bytes_out += n
+                    if n == len(buf):
+                        del pending[fd]
+                        ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+                    else:
+                        pending[fd] = buf[n:]
+                    continue
+                try:
+                    data = read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    pending.pop(fd, None)
+                    held[fd] = 0
+                    n_open -= 1
+                    closed += 1
+                    close(fd)
+                    continue
+                bytes_in += len(data)
+                if last is not None:
+                    last[fd] = now
+                if echo:
+                    try:
+                        n = write(fd, data)
+                    except BlockingIOError:
+                        n = 0
+                    except OSError:
+                        held[fd] = 0
+                        n_open -= 1
+                        closed += 1
+                        close(fd)
+                        continue
+                    bytes_out += n
+                    if n < len(data):
+                        pending[fd] = data[n:]
+                        backpressure += 1
+                        ep.modify(fd, EPOLLOUT)
+            elif fd == wake_r:
+                try:
+                    signals = read(wake_r, 64)
+                except BlockingIOError:
+                    signals = b""
+                if signal.SIGTERM in signals and not stopping:
+                    stopping = True
+                    state = WorkerState.STOPPING
+                    listen_off()
+                    for lsock in lsocks.values():
+                        lsock.close()
+                    lsocks = {}
+                    drain_deadline = (time.monotonic() + cfg.drain_timeout if cfg.drain
+                                      else 0.0)
+            else:
+                listener = lsocks.get(fd)
+                if listener is None or not listening:
+                    continue
+                accept = listener._accept  # type: ignore[attr-defined]  # raw fd, no object
+                for _ in range(ACCEPT_BATCH):
+                    if n_open >= budget:
+                        listen_off()
+                        state = WorkerState.FULL
+                        break
+                    try:
+                        cfd, _addr = accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        col = _ACCEPT_COL.get(exc.errno or 0, Col.ACCEPT_OTHER)
+                        row[col] += 1
+                        if exc.errno == errno.ECONNABORTED:
+                            continue
+                        row[Col.ACCEPT_PAUSES] += 1
+                        listen_off()
+                        state = WorkerState.PAUSED
+                        pause_until = time.monotonic() + pause_len
+                        pause_len = min(PAUSE_MAX, pause_len * 2)
+                        break
+                    if nonblocking:
+                        fcntl.fcntl(cfd, fcntl.F_SETFL, os.O_RDWR | os.O_NONBLOCK)
+                    ep.register(cfd, EPOLLIN | EPOLLRDHUP)
+                    held[cfd] = 1
+                    n_open += 1
+                    opened += 1
+                    if last is not None:
+                        last[cfd] = now
+                    pause_len = PAUSE_FIRST
+
+        now = time.monotonic()
+        if not listening and not stopping and (
+                (state is WorkerState.FULL and n_open <= low_water)
+                or (state is WorkerState.PAUSED and now >= pause_until and n_open < budget)):
+            listen_on()
+            state = WorkerState.RUNNING
+        if now >= next_push:
+            line = b"%d" % time.time_ns() + pad + b"\n"
+            fd = held.find(1)
+            while fd != -1:
+                try:
+                    n = write(fd, line)
+                    bytes_out += n
+                    pushed += 1
+                except BlockingIOError:
+                    push_skipped += 1
+                except OSError:
+                    pass    # the read side sees the reset and closes it
+                fd = held.find(1, fd + 1)
+            next_push = now + cfg.push_interval
+        if now >= next_idle and last is not None and cfg.idle_timeout is not None:
+            cutoff = now - cfg.idle_timeout
+            fd = held.find(1)
+            while fd != -1:
+                if last[fd] < cutoff:
+                    pending.pop(fd, None)
+                    held[fd] = 0
+                    n_open -= 1
+                    closed += 1
+                    idle_closed += 1
+                    _reset_close(fd)
+                fd = held.find(1, fd + 1)
+            next_idle = now + 1.0
+        if stopping and (n_open == 0 or now >= drain_deadline):
+            fd = held.find(1)
+            while fd != -1:
+                held[fd] = 0
+                closed += 1
+                _reset_close(fd)
+                fd = held.find(1, fd + 1)
+            n_open = 0
+            pending.clear()
+            state = WorkerState.DEAD
+            next_flush = 0.0
+        if now >= next_flush:
+            row[Col.OPEN] = n_open
+            row[Col.ACCEPTED] = opened
+            row[Col.CLOSED] = closed
+            row[Col.BYTES_IN] = bytes_in
+            row[Col.BYTES_OUT] = bytes_out
+            row[Col.PUSHED] = pushed
+            row[Col.PUSH_SKIPPED] = push_skipped
+            row[Col.BACKPRESSURE] = backpressure
+            row[Col.IDLE_CLOSED] = idle_closed
+            row[Col.STATE] = state
+            row[Col.HEARTBEAT_MS] = int(now * 1000)
+            next_flush = now + FLUSH_EVERY
+            if state is WorkerState.DEAD:
+                return

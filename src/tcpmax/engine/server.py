@@ -1,0 +1,303 @@
+"""`tcpmax serve` as a library: bind the listeners, fork the workers, report what they hold.
+
+Two ways to run it:
+- `ServeRun(config).run(...)` supervises in the calling process until SIGTERM/SIGINT or the
+  duration ends (the CLI does this);
+- `Server(config)` starts that same run in a forked supervisor process and returns at once, so
+  a test or `tcpmax prove` can connect to it, read `stats()` from shared memory, and `stop()`.
+
+Listeners are bound in the caller before any fork, so an address in use or a bad host fails
+there and then, and port 0 resolves to a real port the caller can read from `addresses`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tcpmax.engine.counters import ACCEPT_ERRNOS, Col, CounterTable, WorkerState
+from tcpmax.engine.metrics import MetricsServer
+from tcpmax.engine.serve_worker import run_worker
+from tcpmax.engine.supervisor import Supervisor, die_with_parent
+from tcpmax.host.inspect import read_sockstat
+from tcpmax.model.jsonable import to_jsonable
+from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
+
+STATS_SCHEMA = "tcpmax.serve.stats/1"
+
+__all__ = ["ListenInfo", "ServeRun", "ServeStats", "Server", "WorkerStats", "open_listeners"]
+
+
+@dataclass(frozen=True)
+class ListenInfo:
+    host: str
+    port: int
+    backlog_requested: int
+    backlog_effective: int     # what the kernel will use: min(requested, somaxconn)
+
+    @property
+    def clamped(self) -> bool:
+        return self.backlog_effective < self.backlog_requested
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    slot: int
+    pid: int
+    state: str
+    open: int
+    accepted: int
+    closed: int
+    restarts: int
+
+
+@dataclass(frozen=True)
+class ServeStats:
+    workers: int
+    workers_alive: int
+    open: int
+    accepted: int
+    closed: int
+    bytes_in: int
+    bytes_out: int
+    pushed: int
+    push_skipped: int
+    backpressure: int
+    idle_closed: int
+    accept_errors: dict[str, int]
+    accept_pauses: int
+    restarts: int
+    per_worker: tuple[WorkerStats, ...] = field(default=())
+
+    @classmethod
+    def from_table(cls, table: CounterTable, n: int) -> ServeStats:
+        rows = table.snapshot()[:n]
+
+        def total(col: Col) -> int:
+            return CounterTable.total(rows, col)
+
+        errors = {name: total(Col[f"ACCEPT_{name}"]) for name in ACCEPT_ERRNOS}
+        errors["other"] = total(Col.ACCEPT_OTHER)
+        alive = [r for r in rows if r[Col.STATE] not in (WorkerState.EMPTY, WorkerState.DEAD)]
+        return cls(
+            workers=n, workers_alive=len(alive), open=total(Col.OPEN),
+            accepted=total(Col.ACCEPTED), closed=total(Col.CLOSED),
+            bytes_in=total(Col.BYTES_IN), bytes_out=total(Col.BYTES_OUT),
+            pushed=total(Col.PUSHED), push_skipped=total(Col.PUSH_SKIPPED),
+            backpressure=total(Col.BACKPRESSURE), idle_closed=total(Col.IDLE_CLOSED),
+            accept_errors=errors, accept_pauses=total(Col.ACCEPT_PAUSES),
+            restarts=total(Col.RESTARTS),
+            per_worker=tuple(WorkerStats(i, r[Col.PID], WorkerState(r[Col.STATE]).name.lower(),
+                                         r[Col.OPEN], r[Col.ACCEPTED], r[Col.CLOSED],
+                                         r[Col.RESTARTS]) for i, r in enumerate(rows)))
+
+
+def _somaxconn() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def open_listeners(cfg: ServeConfig) -> tuple[list[socket.socket], list[ListenInfo]]:
+    """Bind and listen on every port; raises OSError (EADDRINUSE, EADDRNOTAVAIL...) as is."""
+    somaxconn = _somaxconn()
+    requested = cfg.backlog if cfg.backlog is not None else (somaxconn or 4096)
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    socks: list[socket.socket] = []
+    infos: list[ListenInfo] = []
+    try:
+        for port in cfg.ports:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((cfg.host, port))
+            s.listen(requested)
+            s.setblocking(False)
+            effective = min(requested, somaxconn) if somaxconn else requested
+            infos.append(ListenInfo(cfg.host, s.getsockname()[1], requested, effective))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks, infos
+
+
+def raise_nofile() -> int:
+    """Raise this process's soft open-file limit to the hard one; return the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+class ServeRun:
+    """One supervised serve run in the calling process."""
+
+    def __init__(self, cfg: ServeConfig, listeners: list[socket.socket] | None = None,
+                 infos: list[ListenInfo] | None = None) -> None:
+        self.cfg = cfg
+        hard = raise_nofile()
+        self.plan: WorkerPlan = plan_workers(cfg.max_connections, hard,
+                                             len(os.sched_getaffinity(0)), cfg.workers)
+        if listeners is None:
+            listeners, infos = open_listeners(cfg)
+        self.listeners = listeners
+        self.infos = infos or []
+        self.table = CounterTable(self.plan.workers)
+        self.metrics: MetricsServer | None = None
+        if cfg.metrics is not None:
+            try:
+                self.metrics = MetricsServer(*cfg.metrics, self.snapshot)
+            except BaseException:
+                for sock in self.listeners:
+                    sock.close()
+                raise
+
+    def stats(self) -> ServeStats:
+        return ServeStats.from_table(self.table, self.plan.workers)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the live workers (shared pages count in each)."""
+        total = 0
+        for pid in self.worker_pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything /stats reports: worker counters, listeners, memory, kernel sockets."""
+        data: dict[str, Any] = {"schema": STATS_SCHEMA, **to_jsonable(self.stats())}
+        data["listeners"] = to_jsonable(self.infos)
+        data["rss_bytes"] = self.rss_bytes()
+        try:
+            sock = read_sockstat()
+            data["kernel"] = {"tcp_inuse": sock.tcp_inuse, "tcp_time_wait": sock.tcp_time_wait,
+                              "tcp_mem_bytes": sock.tcp_mem_pages * os.sysconf("SC_PAGE_SIZE"),
+                              "sockets_used": sock.sockets_used}
+        except (OSError, KeyError, ValueError):
+            data["kernel"] = None
+        return data
+
+    def worker_pids(self) -> list[int]:
+        return [self.table.get(i, Col.PID) for i in range(self.plan.workers)]
+
+    def run(self, *, tick: Callable[[], None] | None = None,
+            extra: dict[int, Callable[[], None]] | None = None,
+            ready: Callable[[], None] | None = None,
+            log: Callable[[str], None] | None = None) -> str:
+        budget = self.plan.budget
+
+        def worker(slot: int) -> None:
+            run_worker(self.cfg, self.listeners, self.table, slot, budget)
+
+        self.supervisor = Supervisor(self.plan.workers, worker, self.table,
+                                     grace=self.cfg.grace + (self.cfg.drain_timeout
+                                                             if self.cfg.drain else 0),
+                                     log=log)
+        extra = dict(extra or {})
+        if self.metrics is not None:
+            extra[self.metrics.fileno()] = self.metrics.handle
+        try:
+            return self.supervisor.run(duration=self.cfg.duration, tick=tick, extra=extra,
+                                       ready=ready)
+        finally:
+            for s in self.listeners:
+                s.close()
+            if self.metrics is not None:
+                self.metrics.close()
+
+
+class Server:
+    """`tcpmax serve` in a background supervisor process, for tests and experiments."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self._run: ServeRun | None = None
+        self.pid = 0
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        assert self._run is not None, "start() first"
+        return [(i.host, i.port) for i in self._run.infos]
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        assert self._run is not None, "start() first"
+        return None if self._run.metrics is None else self._run.metrics.address
+
+    @property
+    def plan(self) -> WorkerPlan:
+        assert self._run is not None, "start() first"
+        return self._run.plan
+
+    def start(self, timeout: float = 10.0) -> Server:
+        run = ServeRun(self.cfg)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                die_with_parent(parent)
+                run.run(log=lambda msg: None)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        self.pid = pid
+        self._run = run
+        for s in run.listeners:
+            s.close()     # the supervisor and workers hold their own copies
+        if run.metrics is not None:
+            run.metrics.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = run.table.snapshot()
+            if all(r[Col.STATE] == WorkerState.RUNNING for r in rows):
+                return self
+            time.sleep(0.01)
+        self.stop()
+        raise TimeoutError(f"serve workers did not start within {timeout} s")
+
+    def stats(self) -> ServeStats:
+        assert self._run is not None, "start() first"
+        return self._run.stats()
+
+    def worker_pids(self) -> list[int]:
+        assert self._run is not None, "start() first"
+        return self._run.worker_pids()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.pid:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, _status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        self.pid = 0
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

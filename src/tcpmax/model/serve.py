@@ -1,0 +1,83 @@
+"""What `tcpmax serve` is asked to do, and how many workers that takes: pure data and arithmetic.
+
+Invariants:
+- Worker count = max(cores, ceil(max_connections / per-process budget)), never more than
+  MAX_PROCESSES; each worker's budget = ceil(max_connections / workers) <= its fd budget.
+- Every run is bounded in what it holds (`max_connections`); `duration` bounds it in time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tcpmax.model.capacity import FD_RESERVE_PER_PROCESS, MAX_PROCESSES
+
+__all__ = ["Mode", "ServeConfig", "WorkerPlan", "plan_workers"]
+
+
+class Mode(StrEnum):
+    HOLD = "hold"    # accept and keep; read and discard anything sent
+    ECHO = "echo"    # write back every byte read, with backpressure
+    PUSH = "push"    # send a timestamped line to every connection each interval
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    ports: tuple[int, ...] = (9000,)
+    mode: Mode = Mode.HOLD
+    max_connections: int = 1_000_000
+    backlog: int | None = None            # None: as deep as the kernel allows (somaxconn)
+    idle_timeout: float | None = None     # close connections silent for this long
+    duration: float | None = None         # stop by itself after this long
+    drain: bool = False                   # on stop: wait for clients to close (else RST)
+    drain_timeout: float = 10.0
+    push_interval: float = 1.0
+    message_size: int = 0                 # push: pad each line to this many bytes
+    workers: int | None = None            # None: derived by plan_workers
+    grace: float = 5.0                    # TERM -> KILL escalation for workers
+    metrics: tuple[str, int] | None = None  # serve /metrics and /stats here
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            raise ValueError("serve needs at least one port")
+        if any(not 0 <= p <= 65535 for p in self.ports):
+            raise ValueError("ports are 0-65535")
+        if self.max_connections < 1:
+            raise ValueError("--max-connections must be at least 1")
+        if self.backlog is not None and self.backlog < 1:
+            raise ValueError("--backlog must be at least 1")
+        if self.workers is not None and not 1 <= self.workers <= MAX_PROCESSES:
+            raise ValueError(f"--workers must be 1-{MAX_PROCESSES}")
+        for name in ("idle_timeout", "duration", "push_interval"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive")
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    workers: int
+    budget: int          # connections per worker
+    fd_budget: int       # the most one worker could hold (open-file limit - reserve)
+
+
+def plan_workers(max_connections: int, nofile_hard: int, cores: int,
+                 workers: int | None = None, reserve: int = FD_RESERVE_PER_PROCESS) -> WorkerPlan:
+    fd_budget = nofile_hard - reserve
+    if fd_budget < 1:
+        raise ValueError(f"an open-file limit of {nofile_hard} leaves no room for connections")
+    needed = math.ceil(max_connections / fd_budget)
+    if workers is None:
+        workers = max(cores, needed)
+    elif workers < needed:
+        raise ValueError(f"{workers} workers cannot hold {max_connections:,} connections with "
+                         f"{fd_budget:,} each: use at least {needed}")
+    if workers > MAX_PROCESSES:
+        raise ValueError(f"{max_connections:,} connections need {workers} workers of "
+                         f"{fd_budget:,}; tcpmax stops at {MAX_PROCESSES}: raise the "
+                         "open-file limit")
+    budget = min(fd_budget, math.ceil(max_connections / workers))
+    return WorkerPlan(workers, budget, fd_budget)
