@@ -62,7 +62,8 @@ def test_stats_metrics_and_sockstat_agree_with_an_independent_client():
         before = read_sockstat().tcp_inuse
         with held_connections(srv.addresses[0], 30_000) as n:
             assert wait_for(lambda: srv.stats().open == n)
-            base = "http://%s:%d" % srv.metrics_address
+            host, port = srv.metrics_address
+            base = f"http://{host}:{port}"
             stats = json.load(urllib.request.urlopen(base + "/stats", timeout=5))
             metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
             assert stats["open"] == n
