@@ -275,3 +275,16 @@ def test_accept_emfile_is_counted_and_pauses_instead_of_spinning():
         for s in socks:
             s.close()
         listener.close()
+
+
+def test_drain_waits_for_clients_to_close_before_stopping():
+    srv = server(workers=1, drain=True, drain_timeout=10.0).start()
+    sock = socket.create_connection(srv.addresses[0])
+    assert wait_for(lambda: srv.stats().open == 1)
+    os.kill(srv.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert alive(srv.worker_pids()[0])               # still serving the open connection
+    sock.close()                                     # the client leaves: the worker can go
+    _, status = os.waitpid(srv.pid, 0)
+    srv.pid = 0
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

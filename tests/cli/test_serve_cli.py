@@ -1,0 +1,80 @@
+"""`tcpmax serve` from the command line: a bounded run, and bad input refused up front."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from tcpmax.cli import cli
+
+
+def test_a_bounded_run_serves_then_stops_by_itself_and_reports_json():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "serve", "--port", str(port),
+                             "--mode", "echo", "--duration", "3s", "--json", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        conn.sendall(b"ping")
+        assert conn.recv(10) == b"ping"
+        conn.close()
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["accepted"] == 1 and data["bytes_in"] == 4 and data["stopped"] == \
+        "duration reached"
+
+
+def test_sigterm_stops_it_with_exit_0_and_no_worker_left():
+    proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "serve", "--port", "0",
+                             "--quiet", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    pids = [w["pid"] for w in json.loads(out)["per_worker"]]
+    time.sleep(0.2)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            import os
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("args", [
+    ["--port", "99999"], ["--ports", "9000-8000"], ["--ports", "a-b"],
+    ["--port", "9000", "--ports", "9000-9001"], ["--host", "not-an-ip"],
+    ["--metrics", "nowhere"], ["--max-connections", "0"], ["--mode", "shout"],
+    ["--idle-timeout", "soon"], ["--workers", "0"],
+])
+def test_bad_input_exits_2_before_anything_starts(args):
+    result = CliRunner().invoke(cli, ["serve", *args])
+    assert result.exit_code == 2, result.output
+
+
+def test_a_port_in_use_is_named_and_exits_2():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--port", str(taken.getsockname()[1])])
+        assert result.exit_code == 2
+        assert "in use" in result.output
+    finally:
+        taken.close()
