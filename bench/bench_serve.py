@@ -92,7 +92,7 @@ def bench_memory(n: int, workers: int) -> None:
             before = memory_of(subject.pids())
             base_inuse = sockstat_inuse()
             client = open_connections(subject.address, n)
-            wait_until(lambda: sockstat_inuse() - base_inuse >= 2 * n - 50)
+            wait_until(lambda b=base_inuse: sockstat_inuse() - b >= 2 * n - 50)
             time.sleep(1.0)                       # let lazy per-connection work finish
             after = memory_of(subject.pids())
             client.release()
@@ -113,7 +113,8 @@ def bench_accept(n: int, workers: int, rounds: int) -> None:
             try:
                 t0 = time.perf_counter()
                 client = open_connections(subject.address, n)
-                wait_until(lambda: accept_queue(subject.address[1]) == 0)
+                port = subject.address[1]
+                wait_until(lambda p=port: accept_queue(p) == 0)
                 elapsed = time.perf_counter() - t0
                 client.release()
                 times[kind].append(elapsed)
