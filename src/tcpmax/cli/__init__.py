@@ -13,6 +13,7 @@ import click
 
 from tcpmax import __version__
 from tcpmax.cli.doctor import doctor
+from tcpmax.cli.load import load
 from tcpmax.cli.plan import plan
 from tcpmax.cli.serve import serve
 from tcpmax.cli.tune import tune
@@ -37,6 +38,7 @@ def cli() -> None:
       tcpmax tune --target 1M       the exact settings (print; --apply as root)
       tcpmax plan --connections 10M servers, clients and source IPs for a fleet
       tcpmax serve --port 9000      hold connections with near-zero memory each
+      tcpmax load 127.0.0.1:9000 -n 1M   open and hold them from many source IPs
     """
 
 
@@ -44,6 +46,7 @@ cli.add_command(doctor)
 cli.add_command(tune)
 cli.add_command(plan)
 cli.add_command(serve)
+cli.add_command(load)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import click
 from tcpmax.model.facts import PortRange
 from tcpmax.model.units import UnitError, parse_count, parse_duration, parse_size
 
-__all__ = ["COUNT", "DURATION", "PORT_RANGE", "SIZE", "CountType"]
+__all__ = ["COUNT", "DURATION", "DURATION_OR_ZERO", "PORT_RANGE", "SIZE", "CountType"]
 
 
 class CountType(click.ParamType[int, Any]):
@@ -46,12 +46,15 @@ class SizeType(click.ParamType[int, Any]):
 class DurationType(click.ParamType[float, Any]):
     name = "DURATION"
 
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
         if isinstance(value, float):
             return value
         try:
-            return parse_duration(str(value))
+            return parse_duration(str(value), allow_zero=self.allow_zero)
         except UnitError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -74,4 +77,5 @@ class PortRangeType(click.ParamType[PortRange, Any]):
 COUNT = CountType()
 SIZE = SizeType()
 DURATION = DurationType()
+DURATION_OR_ZERO = DurationType(allow_zero=True)
 PORT_RANGE = PortRangeType()

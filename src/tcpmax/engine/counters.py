@@ -16,7 +16,7 @@ import mmap
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
 
-__all__ = ["ACCEPT_ERRNOS", "Col", "CounterTable"]
+__all__ = ["ACCEPT_ERRNOS", "LOAD_ERRNOS", "Col", "CounterTable", "WorkerState"]
 
 # Accept failures counted by name; anything else lands in ACCEPT_OTHER.
 ACCEPT_ERRNOS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "ECONNABORTED")
@@ -45,9 +45,28 @@ class Col(IntEnum):
     RESTARTS = 19        # times this row's worker was replaced (written by the supervisor)
     CONNECTED = 20       # load: connections established (cumulative)
     CONNECT_ERRORS = 21  # load: failed connection attempts (cumulative)
+    ATTEMPTED = 22       # load: connect() calls made
+    IN_FLIGHT = 23       # load: connects started, not yet answered
+    MSG_SENT = 24
+    MSG_RECV = 25
+    PEER_CLOSED = 26     # load: established connections the server closed or reset
+    RAMP_DONE_MS = 27    # load: CLOCK_MONOTONIC ms when this worker made its last attempt
+    ERR_EADDRNOTAVAIL = 28
+    ERR_EMFILE = 29
+    ERR_ENFILE = 30
+    ERR_ECONNREFUSED = 31
+    ERR_ETIMEDOUT = 32
+    ERR_ECONNRESET = 33
+    ERR_ENOBUFS = 34
+    ERR_ENOMEM = 35
+    ERR_EHOSTUNREACH = 36
+    ERR_ENETUNREACH = 37
+    ERR_EADDRINUSE = 38
+    ERR_OTHER = 39
 
 
-N_COLS = 32              # room to grow without changing the row size users may rely on
+N_COLS = 48              # room to grow without changing the row size users may rely on
+LOAD_ERRNOS = tuple(c.name[4:] for c in Col if c.name.startswith("ERR_") and c.name != "ERR_OTHER")
 
 
 class WorkerState(IntEnum):

@@ -120,7 +120,8 @@ class Supervisor:
             t.set(index, Col.CLOSED, t.get(index, Col.CLOSED) + t.get(index, Col.OPEN))
             t.set(index, Col.OPEN, 0)
             t.set(index, Col.STATE, WorkerState.DEAD)
-            if self.stopping:
+            if self.stopping or (not self.restart and os.WIFEXITED(status)
+                                 and os.WEXITSTATUS(status) == 0):
                 continue
             lived = time.monotonic() - slot.started
             self.log(f"worker {index} (pid {pid}) {exit_cause(status)} after {lived:.1f} s"
@@ -174,6 +175,8 @@ class Supervisor:
                     self.request_stop("duration reached")
                 if self.stopping and not self.alive():
                     return self.stop_reason
+                if not self.restart and not self.alive():
+                    return "finished"         # workers that end by themselves (load)
                 if self._kill_at is not None and now >= self._kill_at:
                     self._signal_all(signal.SIGKILL)
                     self._kill_at = None
@@ -188,11 +191,14 @@ class Supervisor:
                         wait = min(wait, t - now)
                 for fd, _ in poller.poll(max(0, wait) * 1000):
                     if fd == wake_r:
-                        for signum in os.read(wake_r, 256):
-                            if signum == signal.SIGCHLD:
-                                self._reap()
-                            elif signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                        # Stop requests first: a TERM sent to the whole process group makes
+                        # workers exit at once, and their SIGCHLD must not read as a crash.
+                        signums = os.read(wake_r, 256)
+                        for signum in signums:
+                            if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                                 self.request_stop(signal.Signals(signum).name)
+                        if signal.SIGCHLD in signums:
+                            self._reap()
                     elif extra is not None:
                         extra[fd]()
                 self._reap()     # SIGCHLD coalesces; reaping is cheap and idempotent

@@ -1,0 +1,201 @@
+"""`tcpmax load`: open and hold connections from many source IPs, every failure named."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+import sys
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from tcpmax.cli.output import emit_json, stderr_console
+from tcpmax.cli.params import COUNT, DURATION, DURATION_OR_ZERO, CountType
+from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
+from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
+from tcpmax.model.units import format_bytes, format_count
+
+__all__ = ["load", "parse_sources", "resolve_targets"]
+
+MAX_SOURCES = 1 << 20
+
+
+def resolve_targets(texts: tuple[str, ...]) -> tuple[Endpoint, ...]:
+    endpoints: list[Endpoint] = []
+    for text in texts:
+        host, sep, ports = text.rpartition(":")
+        bare = host.strip("[]")
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if not sep or not bare:
+                raise click.BadParameter(f"{text!r} is not HOST:PORT or HOST:FIRST-LAST",
+                                         param_hint="TARGET") from None
+            try:
+                bare = str(socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)[0][4][0])
+            except OSError:
+                raise click.BadParameter(f"cannot resolve {host!r}",
+                                         param_hint="TARGET") from None
+            text = f"[{bare}]:{ports}" if ":" in bare else f"{bare}:{ports}"
+        try:
+            endpoints.extend(parse_target(text))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    return tuple(dict.fromkeys(endpoints))
+
+
+def parse_sources(text: str) -> tuple[str, ...] | None:
+    """``auto`` -> None; else comma-separated addresses and CIDRs."""
+    if text == "auto":
+        return None
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            if "/" in part:
+                net = ipaddress.ip_network(part, strict=False)
+                if net.num_addresses > MAX_SOURCES:
+                    raise click.BadParameter(f"{part}: at most {MAX_SOURCES:,} addresses",
+                                             param_hint="--source")
+                hosts = list(net.hosts()) if net.num_addresses > 2 else list(net)
+                out.extend(str(h) for h in hosts)
+            else:
+                out.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not an address or CIDR",
+                                     param_hint="--source") from None
+    if not out:
+        raise click.BadParameter("no address given", param_hint="--source")
+    return tuple(dict.fromkeys(out))
+
+
+def _progress_line(p: LoadProgress) -> str:
+    errors = ", ".join(f"{k} {v:,}" for k, v in p.errors.items())
+    return (f"{p.elapsed:6.1f} s  established {format_count(p.established)} / "
+            f"{format_count(p.target)}  +{p.rate:,.0f}/s  in flight {format_count(p.in_flight)}"
+            + (f"  errors: {errors}" if errors else ""))
+
+
+def _summary(r: LoadResult) -> Table:
+    verdict = "reached" if r.reached else "NOT reached"
+    t = Table(title=f"tcpmax load: target {format_count(r.requested)} {verdict} "
+                    f"({r.stopped_by})", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("value")
+    lat = r.connect_latency_us
+    rows = [
+        ("peak established", format_count(r.peak_established)),
+        ("held at release", format_count(r.final_established)),
+        ("time to peak", f"{r.time_to_peak_seconds:.2f} s ({r.ramp_rate:,.0f} connections/s)"),
+        ("connect latency", (f"p50 {lat['p50']:,} us, p99 {lat['p99']:,} us, "
+                             f"max {lat['max']:,} us") if lat else "none established"),
+    ]
+    if r.message_latency_us:
+        m = r.message_latency_us
+        rows.append(("message latency", f"p50 {m['p50']:,} us, p99 {m['p99']:,} us "
+                                        f"({format_count(m['count'])} replies)"))
+    rows += [
+        ("messages sent / received", f"{format_count(r.messages_sent)} / "
+                                     f"{format_count(r.messages_received)}"),
+        ("bytes sent / received", f"{format_bytes(r.bytes_sent)} / "
+                                  f"{format_bytes(r.bytes_received)}"),
+        ("closed by the server", format_count(r.peer_closed)),
+        ("workers / sources / strategy", f"{r.workers} / {format_count(r.sources)} / "
+                                         f"{r.strategy}"),
+        ("client memory (RSS, private)", f"{format_bytes(r.client_rss_bytes)}, "
+                                         f"{format_bytes(r.client_private_bytes)}"),
+        ("kernel memory used", format_bytes(r.kernel_memory_delta_bytes)),
+        ("TIME_WAIT before / after", f"{r.time_wait_before} / {r.time_wait_after}"),
+    ]
+    for row in rows:
+        t.add_row(*row)
+    for e in r.errors:
+        t.add_row(Text(f"{e['name']} x {e['count']:,}", style="red"),
+                  f"{e['meaning']}. Advice: {e['advice']}")
+    return t
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.option("--connections", "-n", type=COUNT, required=True, metavar="N",
+              help="Connections to open and hold (100k, 1M).")
+@click.option("--source", "source", default="auto", show_default=True,
+              help="Source addresses: 'auto' (loopback targets: spread over 127.0.0.0/8; "
+                   "others: the addresses of the interface that routes there), or a list of "
+                   "addresses and CIDRs: 127.0.0.2,127.1.0.0/24.")
+@click.option("--rate", type=CountType(allow_zero=True), default=0, show_default=True, metavar="R",
+              help="New connections per second in all; 0 = as fast as the kernel allows.")
+@click.option("--connect-timeout", type=DURATION, default="5s", show_default=True,
+              help="Give up on a connect unanswered this long (named ETIMEDOUT).")
+@click.option("--hold", type=DURATION_OR_ZERO, default="10s", show_default=True,
+              help="Hold the connections this long after the ramp, then close.")
+@click.option("--message", default=None,
+              help="Send this text on connections (see --message-rate).")
+@click.option("--message-rate", type=CountType(allow_zero=True), default=0, show_default=True,
+              metavar="R",
+              help="Messages per second in all, spread over the connections. Without "
+                   "--message they are timestamped probes: an echo server's replies give "
+                   "message latency.")
+@click.option("--message-size", type=click.IntRange(16, 65536), default=16, show_default=True,
+              help="Probe size in bytes.")
+@click.option("--close", "close", type=click.Choice([c.value for c in CloseMode]),
+              default="reset", show_default=True,
+              help="reset: RST, leaves no TIME_WAIT; graceful: FIN, leaves TIME_WAIT here.")
+@click.option("--port-strategy", type=click.Choice([s.value for s in PortStrategy]),
+              default="auto", show_default=True,
+              help="kernel: connect() picks source ports (fast below half the range); "
+                   "explicit: tcpmax picks and binds them; auto: kernel while each (source "
+                   "IP, endpoint) stays under half its range.")
+@click.option("--workers", type=click.IntRange(1, 512), default=None,
+              help="Worker processes [default: from the open-file limit, at least one per "
+                   "core].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
+         connect_timeout: float, hold: float, message: str | None, message_rate: int,
+         message_size: int, close: str, port_strategy: str, workers: int | None,
+         as_json: bool, quiet: bool) -> None:
+    """Open and hold N connections to TARGET(s), and name every failure.
+
+    TARGET is HOST:PORT, HOST:FIRST-LAST (a port range) or several of them. Connections
+    are spread over worker processes (the open-file limit decides how many) and over
+    (source IP, endpoint) pairs, since each pair has only one ephemeral port range.
+    Exit code 0 when N connections were held at once, 1 when not, 2 on bad input.
+
+    \b
+    Examples:
+      tcpmax load 127.0.0.1:9000 -n 100k
+      tcpmax load 127.0.0.1:9000-9009 -n 1M --hold 30s
+      tcpmax load 127.0.0.1:9000 -n 40k --source 127.0.0.2      # one source IP: port wall
+      tcpmax load 127.0.0.1:9000 -n 10k --message-rate 5k --hold 20s   # echo latency
+    """
+    err = stderr_console()
+    endpoints = resolve_targets(targets)
+    sources = parse_sources(source)
+    try:
+        cfg = LoadConfig(endpoints=endpoints, connections=connections, sources=sources,
+                         rate=float(rate), connect_timeout=connect_timeout, hold=hold,
+                         message=message.encode() if message is not None else None,
+                         message_rate=float(message_rate), message_size=message_size,
+                         close=CloseMode(close), port_strategy=PortStrategy(port_strategy),
+                         workers=workers)
+        run = LoadRun(cfg)
+    except (ValueError, LoadError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    plan = run.plan
+    err.print(f"tcpmax load: {format_count(connections)} connections to "
+              f"{', '.join(str(e) for e in endpoints[:4])}{' ...' if len(endpoints) > 4 else ''}"
+              f" from {format_count(len(plan.sources))} source IP(s), {plan.workers} workers, "
+              f"{plan.strategy} port allocation ({format_count(plan.per_pair)} per pair of "
+              f"{format_count(plan.usable_ports)} ports)", highlight=False)
+    for warning in plan.warnings:
+        err.print(Text(f"warning: {warning}", style="yellow"))
+    result = run.run(on_progress=None if quiet else
+                     (lambda p: err.print(_progress_line(p), highlight=False)),
+                     log=lambda msg: err.print(msg, highlight=False))
+    if as_json:
+        emit_json(dataclasses.asdict(result))
+    else:
+        err.print(_summary(result))
+    sys.exit(0 if result.reached else 1)

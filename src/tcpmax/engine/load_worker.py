@@ -1,0 +1,289 @@
+"""One `tcpmax load` worker: open its shares of connections, hold them, report, tear down.
+
+Connects are non-blocking and completed through epoll with at most `window` in flight, paced
+by a token bucket (the run's --rate split across workers). A connect that fails is named by
+the errno the kernel left on the socket, read back with a 1-byte read (which returns the
+pending socket error), so no socket object is needed after connect(). A connect unanswered
+after --connect-timeout is closed and counted as ETIMEDOUT: the kernel's own SYN retries
+would take two minutes.
+
+Per-connection state is flat arrays keyed by fd: a state byte, the connect start time, the
+index of its source IP. Probes (echo latency) carry their send time, so no per-message state
+is kept either.
+
+Phases: ramp (until every share was attempted and nothing is in flight), then wait for the
+supervisor's release time (all workers hold together for --hold), then close (RST by
+default) and send the results (histograms, errors, per-source counts) up a pipe.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from array import array
+from collections.abc import Iterator
+
+from hdrh.histogram import HdrHistogram
+
+from tcpmax.engine.counters import Col, CounterTable
+from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
+
+__all__ = ["CONTROL_RELEASE_MS", "new_histogram", "run_load_worker"]
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
+FREE, CONNECTING, ESTABLISHED = 0, 1, 2
+TICK = 0.05
+CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
+_RST = struct.pack("ii", 1, 0)
+_ERR_COL = {getattr(errno, c.name[4:]): c for c in Col
+            if c.name.startswith("ERR_") and c.name != "ERR_OTHER"}
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, 3_600_000_000, 3)          # microseconds, up to an hour
+
+
+def _attempts(shares: tuple[Share, ...], sources: list[str],
+              ports: list[int] | None) -> Iterator[tuple[int, str, tuple[str, int], int]]:
+    for share in shares:
+        src_index = sources.index(share.source)
+        addr = (share.endpoint.host, share.endpoint.port)
+        if share.first_port is None or ports is None:
+            for _ in range(share.count):
+                yield src_index, share.source, addr, 0
+        else:
+            for i in range(share.first_port, share.first_port + share.count):
+                yield src_index, share.source, addr, ports[i]
+
+
+def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share, ...],
+                    table: CounterTable, slot: int, control: int, workers: int,
+                    ports: list[int] | None, result_w: int) -> None:
+    row = table.row(slot)
+    row[Col.PID] = os.getpid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the supervisor decides what Ctrl-C means
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+    fd_limit = max(2, os.sysconf("SC_OPEN_MAX"))
+    state = bytearray(fd_limit)
+    started = array("d", bytes(8 * fd_limit))
+    source_of = array("I", bytes(4 * fd_limit))
+    sources = list(dict.fromkeys(s.source for s in shares))
+    established_by_source = [0] * len(sources)
+    peak_by_source = [0] * len(sources)
+    errors: dict[int, int] = {}
+    connect_hist = new_histogram()
+    msg_hist = new_histogram()
+    family = socket.AF_INET6 if shares and ":" in shares[0].endpoint.host else socket.AF_INET
+    explicit = strategy is PortStrategy.EXPLICIT
+    reset = cfg.close is CloseMode.RESET
+    probing = cfg.message is None
+    payload_pad = b"\0" * (cfg.message_size - 16)
+
+    ep = select.epoll(min(sum(s.count for s in shares), 65536) + 8)
+    ep.register(wake_r, EPOLLIN)
+    todo = _attempts(shares, sources, ports)
+    exhausted = not shares
+    now = time.monotonic()
+    bucket = TokenBucket(cfg.rate / workers, max(1.0, cfg.rate / workers / 20), now)
+    msg_bucket = TokenBucket(cfg.message_rate / workers,
+                             max(1.0, cfg.message_rate / workers / 20), now)
+    sending = cfg.message_rate > 0
+    cursor = 0
+    in_flight = attempted = connected = failed = n_open = peer_closed = 0
+    peak_open = 0
+    bytes_in = bytes_out = sent = received = 0
+    ramp_done = False
+    stopping = False
+    next_flush = next_timeout_scan = now
+    timeout = cfg.connect_timeout
+    read, write, close, poll = os.read, os.write, os.close, ep.poll
+
+    def fail(code: int) -> None:
+        nonlocal failed
+        failed += 1
+        errors[code] = errors.get(code, 0) + 1
+        row[_ERR_COL.get(code, Col.ERR_OTHER)] += 1
+
+    while True:
+        now = time.monotonic()
+        # Start connects: window and rate permitting.
+        if not exhausted and not stopping and in_flight < cfg.window:
+            for _ in range(bucket.take(cfg.window - in_flight, now)):
+                try:
+                    src_index, src, addr, port = next(todo)
+                except StopIteration:
+                    exhausted = True
+                    break
+                attempted += 1
+                try:
+                    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                except OSError as exc:
+                    fail(exc.errno or 0)
+                    continue
+                try:
+                    if reset:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
+                    if explicit:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        s.bind((src, port))
+                    else:
+                        s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                        s.bind((src, 0))
+                    rc = s.connect_ex(addr)
+                except OSError as exc:
+                    s.close()
+                    fail(exc.errno or 0)
+                    continue
+                if rc not in (0, errno.EINPROGRESS):
+                    s.close()
+                    fail(rc)
+                    continue
+                fd = s.detach()
+                state[fd] = CONNECTING
+                started[fd] = now
+                source_of[fd] = src_index
+                ep.register(fd, EPOLLOUT)
+                in_flight += 1
+
+        for fd, ev in poll(TICK, 1024):
+            st = state[fd]
+            if st == CONNECTING:
+                in_flight -= 1
+                if ev & (EPOLLERR | EPOLLHUP):
+                    try:
+                        read(fd, 1)
+                        code = errno.ECONNRESET
+                    except OSError as exc:
+                        code = exc.errno or 0
+                    state[fd] = FREE
+                    close(fd)
+                    fail(code)
+                    continue
+                state[fd] = ESTABLISHED
+                ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+                connect_hist.record_value(max(1, int((time.monotonic() - started[fd]) * 1e6)))
+                connected += 1
+                n_open += 1
+                i = source_of[fd]
+                established_by_source[i] += 1
+                if n_open > peak_open:
+                    peak_open = n_open
+                if established_by_source[i] > peak_by_source[i]:
+                    peak_by_source[i] = established_by_source[i]
+            elif st == ESTABLISHED:
+                try:
+                    data = read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    state[fd] = FREE
+                    close(fd)
+                    n_open -= 1
+                    peer_closed += 1
+                    established_by_source[source_of[fd]] -= 1
+                    continue
+                bytes_in += len(data)
+                if probing and len(data) >= 16:
+                    # Replies may coalesce; each carries its send time in its first 8 bytes.
+                    size = cfg.message_size
+                    t_now = time.perf_counter_ns()
+                    for off in range(0, len(data) - 15, size):
+                        (t_sent,) = struct.unpack_from("q", data, off)
+                        if 0 < t_sent <= t_now:
+                            msg_hist.record_value(max(1, (t_now - t_sent) // 1000))
+                            received += 1
+            elif fd == wake_r:
+                try:
+                    sigs = read(wake_r, 64)
+                except BlockingIOError:
+                    sigs = b""
+                if signal.SIGTERM in sigs:
+                    stopping = True
+
+        now = time.monotonic()
+        if in_flight and now >= next_timeout_scan:
+            cutoff = now - timeout
+            fd = state.find(CONNECTING)
+            while fd != -1:
+                if started[fd] < cutoff:
+                    state[fd] = FREE
+                    close(fd)
+                    in_flight -= 1
+                    fail(errno.ETIMEDOUT)
+                fd = state.find(CONNECTING, fd + 1)
+            next_timeout_scan = now + 0.1
+        if sending and n_open and not stopping:
+            for _ in range(msg_bucket.take(n_open, now)):
+                cursor = state.find(ESTABLISHED, cursor + 1)
+                if cursor == -1:
+                    cursor = state.find(ESTABLISHED)
+                    if cursor == -1:
+                        break
+                msg = (cfg.message if cfg.message is not None else
+                       struct.pack("qq", time.perf_counter_ns(), sent) + payload_pad)
+                try:
+                    bytes_out += write(cursor, msg)
+                    sent += 1
+                except OSError:
+                    pass          # a full buffer or a dying connection: the read side sees it
+        if not ramp_done and exhausted and in_flight == 0:
+            ramp_done = True
+            row[Col.RAMP_DONE_MS] = int(now * 1000)
+        release = table.get(control, Col(CONTROL_RELEASE_MS))
+        finished = stopping or (ramp_done and release and now * 1000 >= release)
+        if finished and in_flight:
+            fd = state.find(CONNECTING)
+            while fd != -1:
+                state[fd] = FREE
+                close(fd)
+                fd = state.find(CONNECTING, fd + 1)
+            in_flight = 0
+        if now >= next_flush or finished:
+            row[Col.OPEN] = n_open
+            row[Col.CONNECTED] = connected
+            row[Col.CONNECT_ERRORS] = failed
+            row[Col.ATTEMPTED] = attempted
+            row[Col.IN_FLIGHT] = in_flight
+            row[Col.BYTES_IN] = bytes_in
+            row[Col.BYTES_OUT] = bytes_out
+            row[Col.MSG_SENT] = sent
+            row[Col.MSG_RECV] = received
+            row[Col.PEER_CLOSED] = peer_closed
+            row[Col.HEARTBEAT_MS] = int(now * 1000)
+            next_flush = now + 0.1
+        if finished:
+            break
+
+    final_open = n_open
+    fd = state.find(ESTABLISHED)
+    while fd != -1:
+        close(fd)          # SO_LINGER 0 was set before connect when --close reset
+        fd = state.find(ESTABLISHED, fd + 1)
+    row[Col.OPEN] = 0
+    result = {
+        "errors": {errno.errorcode.get(k, str(k)): v for k, v in errors.items()},
+        "peak_open": peak_open,
+        "final_open": final_open,
+        "per_source": dict(zip(sources, peak_by_source, strict=True)),
+        "connect_hist": base64.b64encode(connect_hist.encode()).decode(),
+        "msg_hist": base64.b64encode(msg_hist.encode()).decode() if received else None,
+    }
+    data = json.dumps(result).encode()
+    os.set_blocking(result_w, True)
+    view = memoryview(struct.pack("I", len(data)) + data)
+    while view:
+        view = view[os.write(result_w, view):]
