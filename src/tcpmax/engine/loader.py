@@ -84,7 +84,7 @@ class LoadResult:
     per_source: dict[str, int]
     client_rss_bytes: int
     client_private_bytes: int
-    kernel_memory_delta_bytes: int | None
+    kernel_memory_delta_bytes: int | None  # Slab growth from start to the end of the ramp
     tcp_memory_delta_bytes: int | None
     time_wait_before: int | None
     time_wait_after: int | None
@@ -198,7 +198,7 @@ class LoadRun:
             return read
 
         sup = Supervisor(plan.workers, worker, self.table, restart=False, grace=5.0, log=log)
-        before_mem = read_meminfo().get("MemAvailable")
+        before_mem = read_meminfo().get("Slab")
         before_sock = read_sockstat()
         started = time.monotonic()
         state: dict[str, Any] = {"peak": 0, "peak_at": 0.0, "released": False,
@@ -218,7 +218,7 @@ class LoadRun:
                 state["released"] = True
                 state["ramp_done"] = now - started
                 state["mem"] = _memory(sup.alive())
-                state["mem_avail"] = read_meminfo().get("MemAvailable")
+                state["mem_avail"] = read_meminfo().get("Slab")
                 state["sock"] = read_sockstat()
                 self.table.set(self.control, Col(CONTROL_RELEASE_MS),
                                int((now + cfg.hold) * 1000))
@@ -265,7 +265,7 @@ class LoadRun:
         after_mem = state["mem_avail"]
         rss, private = state["mem"]
         if before_mem is not None and after_mem is not None:
-            kernel_delta = before_mem - after_mem - private
+            kernel_delta = after_mem - before_mem      # Slab growth: see engine/memprobe.py
         sock_after = state["sock"]
         page = os.sysconf("SC_PAGE_SIZE")
         tcp_mem_delta = (None if sock_after is None else

@@ -46,10 +46,12 @@ __all__ = [
     "theory_ceilings",
 ]
 
-# Kernel bytes per idle established TCP socket, from MemAvailable deltas over 200k and 2M
-# sockets on a 2-core, 24 GiB, kernel 6.18 machine (3.2-3.4 KB). `doctor --measure` replaces
-# it with this kernel's own figure.
-DEFAULT_KERNEL_BYTES_PER_SOCKET = 3400
+# Kernel bytes per idle established TCP socket: Slab growth per socket measured by
+# `doctor --measure` on a 2-core, 24 GiB, kernel 6.18 machine (3,833-3,910 B over several
+# runs). MemAvailable deltas there gave 3.2-3.4 KB when the machine was quiet, because it
+# counts reclaimable slab (dentries) as available; it is too noisy to rely on.
+# `doctor --measure` replaces the default with this kernel's own figure.
+DEFAULT_KERNEL_BYTES_PER_SOCKET = 3840
 # What one held connection costs tcpmax's own workers in user space: a slot in flat arrays
 # keyed by fd plus the epoll registration (measured ~70 B; budgeted at 100 B).
 DEFAULT_USER_BYTES_PER_CONNECTION = 100
@@ -71,7 +73,7 @@ class Costs:
 
     kernel_bytes_per_socket: int = DEFAULT_KERNEL_BYTES_PER_SOCKET
     user_bytes_per_connection: int = DEFAULT_USER_BYTES_PER_CONNECTION
-    kernel_source: str = "default measured on a 24 GiB kernel 6.18 machine"
+    kernel_source: str = "default: Slab growth measured on a 24 GiB kernel 6.18 machine"
     fd_reserve: int = FD_RESERVE_PER_PROCESS
     max_processes: int = MAX_PROCESSES
 
@@ -137,9 +139,9 @@ class KernelMemoryMeasurement:
 
     sockets: int                     # sockets per round
     rounds: int
-    bytes_per_socket: int            # median over rounds, MemAvailable-based
-    slab_bytes_per_socket: int       # median over rounds, Slab-based cross-check
-    samples: tuple[int, ...]         # MemAvailable-based figure of each round
+    bytes_per_socket: int            # median over rounds of Slab growth per socket
+    memavailable_bytes_per_socket: int  # the same from MemAvailable: noisy, for reference
+    samples: tuple[int, ...]         # Slab-based figure of each round
     method: str
 
 

@@ -1,0 +1,75 @@
+"""A plain Python server for tests, sharing no code with tcpmax: forked processes that accept
+from one listener with select.epoll and keep (or echo on) what they accept."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import select
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+
+def _serve(listener: socket.socket, echo: bool) -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ep = select.epoll()
+    ep.register(listener.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    while True:
+        for fd, _ in ep.poll():
+            if fd == listener.fileno():
+                try:
+                    while True:
+                        c, _ = listener.accept()
+                        c.setblocking(False)
+                        conns[c.fileno()] = c
+                        ep.register(c.fileno(), select.EPOLLIN)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    time.sleep(0.05)
+                continue
+            c = conns[fd]
+            try:
+                data = c.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                ep.unregister(fd)
+                del conns[fd]
+                c.close()
+            elif echo:
+                with suppress(OSError):
+                    c.send(data)
+
+
+@contextmanager
+def plain_server(processes: int = 6, echo: bool = False,
+                 host: str = "127.0.0.1") -> Iterator[tuple[str, int]]:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, 0))
+    listener.listen(4096)
+    listener.setblocking(False)
+    pids = []
+    try:
+        for _ in range(processes):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _serve(listener, echo)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        yield listener.getsockname()
+    finally:
+        listener.close()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
