@@ -25,6 +25,14 @@ def load(address, n, **kw):
     return run, run.run()
 
 
+def time_wait_toward(port):
+    """TIME_WAIT sockets on this side toward one server port: immune to other tests' sockets
+    expiring meanwhile."""
+    out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -88,22 +96,22 @@ def test_a_target_that_drops_syns_is_named_etimedout_within_the_timeout():
 
 def test_the_default_reset_close_leaves_no_time_wait_and_no_process():
     with plain_server() as address:
-        tw_before = read_sockstat().tcp_time_wait
         run, result = load(address, 5_000)
         assert result.reached
         time.sleep(0.3)
-        assert read_sockstat().tcp_time_wait - tw_before < 50
+        assert time_wait_toward(address[1]) == 0
         pids = [run.table.get(i, Col.PID) for i in range(run.plan.workers)]
         assert pids and not any(alive(p) for p in pids)
 
 
 def test_a_graceful_close_leaves_time_wait_on_this_side():
     with plain_server() as address:
-        tw_before = read_sockstat().tcp_time_wait
         _, result = load(address, 2_000, close=CloseMode.GRACEFUL)
         assert result.reached
-        time.sleep(0.5)
-        assert read_sockstat().tcp_time_wait - tw_before >= 1_900
+        time.sleep(1.0)
+        # Nearly all end in TIME_WAIT here; a few percent vanish early on this kernel
+        # (1,871-1,994 of 2,000 seen, with no socket left in another state): cause not pinned.
+        assert time_wait_toward(address[1]) >= 1_800
 
 
 def test_explicit_ports_are_bound_from_the_range_and_all_connect():

@@ -131,3 +131,12 @@ def test_processes_needed_respects_a_floor_such_as_the_core_count():
 def test_theory_ceiling_of_one_ipv4_listening_port_is_2_to_the_48():
     ceilings = {c.title: c.value for c in theory_ceilings(ROOMY)}
     assert ceilings["one IPv4 listening address:port (theory)"] == 281_474_976_710_656
+
+
+def test_file_max_does_not_bind_a_process_with_cap_sys_admin():
+    facts = dataclasses.replace(ROOMY, file_max=5_000, files_allocated=1_000,
+                                capabilities=frozenset({"CAP_SYS_ADMIN"}))
+    cap = host_capacity(facts, Role.SERVER, COSTS)
+    assert cap.get("system_fds").applies is False
+    assert "CAP_SYS_ADMIN" in cap.get("system_fds").note
+    assert cap.binding_key != "system_fds"

@@ -18,7 +18,7 @@ HOST = HostFacts(
     epoll_max_user_watches=5_491_511,
     mem_available=24_000_000_000,
     addresses=(LocalAddress("lo", "127.0.0.1", 8), LocalAddress("eth0", "192.0.2.7", 24)),
-    capabilities=frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"}),
+    capabilities=frozenset({"CAP_NET_ADMIN"}),        # unprivileged: fs.file-max binds
 )
 
 
@@ -55,6 +55,12 @@ def test_file_max_shortfall_is_fixed_with_a_sysctl_with_headroom():
     assert change.name == "fs.file-max"
     assert change.value == str(headroom(2 * 2_000_000 + 300))
     assert change.current == "2466170"
+
+
+def test_a_privileged_process_has_no_file_max_wall():
+    root = dataclasses.replace(HOST, capabilities=frozenset({"CAP_SYS_ADMIN"}))
+    a = assess_target(root, 2_000_000, Role.LOOPBACK, COSTS)
+    assert "system_fds" not in {w.constraint.key for w in a.walls}
 
 
 def test_memory_shortfall_is_not_reachable_and_points_to_plan():

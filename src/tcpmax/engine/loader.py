@@ -201,7 +201,8 @@ class LoadRun:
         before_mem = read_meminfo().get("Slab")
         before_sock = read_sockstat()
         started = time.monotonic()
-        state: dict[str, Any] = {"peak": 0, "peak_at": 0.0, "released": False,
+        state: dict[str, Any] = {"started": started, "peak": 0, "peak_at": 0.0,
+                                 "released": False,
                                  "ramp_done": None, "mem": (0, 0), "mem_avail": None,
                                  "sock": None, "last": (started, 0), "next_progress": 0.0}
         curve: list[tuple[float, int]] = []
@@ -277,6 +278,10 @@ class LoadRun:
             tw_after = None
         if stopped_by == "finished":
             stopped_by = "completed"
+        # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
+        done_ms = [r[Col.RAMP_DONE_MS] for r in rows if r[Col.RAMP_DONE_MS]]
+        if done_ms and len(done_ms) == plan.workers:
+            state["ramp_done"] = max(done_ms) / 1000 - state["started"]
         return LoadResult(
             schema=RESULT_SCHEMA, requested=cfg.connections, reached=peak >= cfg.connections,
             stopped_by=stopped_by, strategy=plan.strategy.value, workers=plan.workers,
