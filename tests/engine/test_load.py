@@ -182,3 +182,19 @@ def test_sigint_stops_a_long_load_reports_what_it_measured_and_leaves_nothing():
         assert 0 < r["peak_established"] < 100_000
         left = subprocess.run(["pgrep", "-f", "tcpmax load"], capture_output=True, text=True)
         assert left.stdout.strip() == ""
+
+
+def test_rate_paces_new_connections():
+    with plain_server() as address:
+        started = time.monotonic()
+        _, result = load(address, 600, hold=0, rate=1_000)
+        elapsed = time.monotonic() - started
+        assert result.reached
+        assert result.ramp_seconds >= 0.45          # 600 at 1,000/s, less the first burst
+        assert elapsed < 10
+
+
+def test_auto_sources_toward_a_routed_address_are_that_interfaces_addresses():
+    from tcpmax.engine.loader import route_sources
+
+    assert route_sources("127.0.0.1")[0].startswith("127.")
