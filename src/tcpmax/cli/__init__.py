@@ -15,6 +15,7 @@ from tcpmax import __version__
 from tcpmax.cli.doctor import doctor
 from tcpmax.cli.load import load
 from tcpmax.cli.plan import plan
+from tcpmax.cli.prove import prove
 from tcpmax.cli.serve import serve
 from tcpmax.cli.tune import tune
 
@@ -33,6 +34,7 @@ def cli() -> None:
 
     \b
     Start with:
+      tcpmax prove --report r.html  every claim measured here, with verdicts and plots
       tcpmax doctor                 this machine's limits, with the arithmetic
       tcpmax doctor --target 1M     what stands between it and a million connections
       tcpmax tune --target 1M       the exact settings (print; --apply as root)
@@ -47,6 +49,7 @@ cli.add_command(tune)
 cli.add_command(plan)
 cli.add_command(serve)
 cli.add_command(load)
+cli.add_command(prove)
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+"""C7: each connection costs memory, in the kernel and in the application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tcpmax.engine.loader import LoadProgress
+from tcpmax.engine.memprobe import measure_kernel_bytes_per_socket
+from tcpmax.engine.server import Server
+from tcpmax.lab.common import Context, Outcome, Verdict, private_memory
+from tcpmax.lab.drive import drive
+
+CLAIM = ("Each connection costs memory: 'several KB to tens of KB' in the kernel and "
+         "application.")
+METHOD = ("Kernel: open 8,000 idle loopback connection pairs and divide the slab growth by the "
+          "sockets (doctor --measure). Application: tcpmax serve's private memory before and "
+          "while holding 20,000 connections.")
+N = 20_000
+LOW, HIGH = 1_000, 64 * 1024          # "several KB to tens of KB"
+
+
+def measure() -> dict[str, Any]:
+    kernel = measure_kernel_bytes_per_socket(pairs=8_000, rounds=3, settle=0.3)
+    seen: dict[str, int] = {}
+
+    def ready(server: Server) -> None:
+        seen["before"] = private_memory(server.worker_pids())
+
+    def watch(p: LoadProgress, server: Server) -> None:
+        if p.established >= N and "held" not in seen:
+            seen["held"] = private_memory(server.worker_pids())
+
+    drive(N, hold=1.5, on_progress=watch, progress_every=0.25, on_ready=ready)
+    user = (seen.get("held", 0) - seen.get("before", 0)) / N
+    return {"kernel_bytes_per_socket": kernel.bytes_per_socket,
+            "kernel_samples": list(kernel.samples),
+            "kernel_bytes_per_loopback_connection": 2 * kernel.bytes_per_socket,
+            "serve_user_bytes_per_connection": round(user, 1), "connections": N}
+
+
+def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
+    k = m["kernel_bytes_per_socket"]
+    if LOW <= k <= HIGH:
+        return Verdict.CONFIRMED, (
+            f"the kernel spends {k:,} B per idle socket (several KB, as claimed); the "
+            f"application part depends on its design: tcpmax serve adds "
+            f"{m['serve_user_bytes_per_connection']:,} B (asyncio about 2 KB in our benchmarks)")
+    if k < LOW:
+        return Verdict.REFUTED, f"only {k:,} B of kernel memory per socket"
+    return Verdict.REFUTED, f"{k:,} B per socket: more than tens of KB"
+
+
+def run(ctx: Context) -> Outcome:
+    m = measure()
+    verdict, reason = judge(m)
+    return Outcome("C7", CLAIM, METHOD, verdict, reason, "host loopback", 0.0, m, [
+        f"kernel: {m['kernel_bytes_per_socket']:,} B per idle socket (rounds: "
+        f"{', '.join(f'{s:,}' for s in m['kernel_samples'])}); a loopback connection is two "
+        f"sockets: {m['kernel_bytes_per_loopback_connection']:,} B",
+        f"tcpmax serve, user space: {m['serve_user_bytes_per_connection']:,} B per held "
+        f"connection at {m['connections']:,}"])

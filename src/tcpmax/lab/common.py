@@ -1,0 +1,118 @@
+"""What every experiment shares: the outcome record, the run context, and small probes.
+
+An experiment module (one per claim, `cNN_*.py`) has `CLAIM`, `METHOD`, a pure
+`judge(measurements) -> (Verdict, reason)` and `run(ctx) -> Outcome`. The verdict is always
+computed by `judge` from the numbers the run produced, never written by hand, so the unit
+tests can feed `judge` measurements and check the verdict logic alone.
+
+Probes here count sockets independently of tcpmax's own counters: `ss` (sock_diag netlink)
+and /proc/net/sockstat, /proc/net/netstat of the current network namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from tcpmax.model.facts import HostFacts
+
+__all__ = [
+    "RST",
+    "Context",
+    "Outcome",
+    "Skip",
+    "Verdict",
+    "count_sockets",
+    "listener",
+    "netstat_counters",
+    "private_memory",
+    "timed",
+]
+
+RST = struct.pack("ii", 1, 0)
+
+
+class Verdict(StrEnum):
+    CONFIRMED = "CONFIRMED"
+    REFUTED = "REFUTED"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    SKIPPED = "SKIPPED"
+
+
+class Skip(Exception):
+    """Raised by `run` when the experiment cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Context:
+    facts: HostFacts
+    sandbox: bool              # experiments may use private network namespaces
+    sandbox_why: str           # why not, when they may not
+    connections: int = 100_000   # C2's scale
+    kernel_bytes: int | None = None   # filled by C7 when it ran first, for C12
+
+
+@dataclass
+class Outcome:
+    id: str
+    claim: str
+    method: str
+    verdict: Verdict
+    reason: str                 # why this verdict, from the numbers
+    isolation: str              # "network namespace", "host loopback", "on paper"
+    seconds: float
+    measurements: dict[str, Any] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+    plots: dict[str, Any] = field(default_factory=dict)
+
+
+def timed(fn: Callable[[], Outcome]) -> Outcome:
+    start = time.monotonic()
+    outcome = fn()
+    outcome.seconds = round(time.monotonic() - start, 2)
+    return outcome
+
+
+def listener(host: str = "127.0.0.1", port: int = 0, backlog: int = 4096) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(backlog)
+    return s
+
+
+def count_sockets(state: str, filter_expr: str) -> int:
+    """Sockets in `state` matching an `ss` filter, counted by the kernel's sock_diag."""
+    out = subprocess.run(["ss", "-Htn", "state", state, filter_expr], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def netstat_counters(*names: str) -> dict[str, int]:
+    """TcpExt counters from /proc/net/netstat (this network namespace)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            table = dict(zip(head.split()[1:], map(int, values.split()[1:]), strict=True))
+            return {n: table.get(n, 0) for n in names}
+    return dict.fromkeys(names, 0)
+
+
+def private_memory(pids: list[int]) -> int:
+    """Private (unshared) bytes of `pids`: what they cost beyond the code they share."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in ("Private_Clean", "Private_Dirty"):
+                    total += int(rest.split()[0]) * 1024
+    return total
