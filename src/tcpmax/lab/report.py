@@ -47,7 +47,10 @@ def plots_for(report: ProveReport) -> list[dict[str, str]]:
         ax.legend()
         out.append({"title": "Ramp: connections established over time (C2)", "svg": _svg(fig)})
     if c2 is not None and c2.plots.get("memory"):
-        conns, slab = zip(*c2.plots["memory"], strict=True)
+        samples = c2.plots["memory"]
+        # The ramp only: after the peak, connections close faster than slab is returned.
+        peak = max(range(len(samples)), key=lambda i: samples[i][0])
+        conns, slab = zip(*samples[: peak + 1], strict=True)
         user = c2.plots.get("user_memory", {})
         fig, ax = plt.subplots()
         ax.plot(conns, [s / 2**20 for s in slab], marker=".", label="kernel (slab growth)")
@@ -55,10 +58,9 @@ def plots_for(report: ProveReport) -> list[dict[str, str]]:
             top = max(conns)
             ax.scatter([top, top], [user.get("serve", 0) / 2**20, user.get("load", 0) / 2**20],
                        color=["#1a7f37", "#9a6700"], zorder=3)
-            ax.annotate("tcpmax serve (user)", (top, user.get("serve", 0) / 2**20),
-                        textcoords="offset points", xytext=(-110, 8))
-            ax.annotate("tcpmax load (user)", (top, user.get("load", 0) / 2**20),
-                        textcoords="offset points", xytext=(-110, -14))
+            ax.annotate(f"user: tcpmax serve {user.get('serve', 0) / 2**20:.1f} MiB, "
+                        f"tcpmax load {user.get('load', 0) / 2**20:.1f} MiB",
+                        (top, 0), textcoords="offset points", xytext=(-250, 12))
         ax.set(xlabel="connections held (both ends on this host)", ylabel="MiB",
                title="C2: memory against connections held")
         ax.legend(loc="upper left")
