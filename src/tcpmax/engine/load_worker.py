@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from hdrh.histogram import HdrHistogram
 
 from tcpmax.engine.counters import Col, CounterTable
+from tcpmax.engine.supervisor import worker_signals
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 
 __all__ = ["CONTROL_RELEASE_MS", "new_histogram", "run_load_worker"]
@@ -70,10 +71,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     ports: list[int] | None, result_w: int) -> None:
     row = table.row(slot)
     row[Col.PID] = os.getpid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the supervisor decides what Ctrl-C means
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    wake_r = worker_signals()
 
     fd_limit = max(2, os.sysconf("SC_OPEN_MAX"))
     state = bytearray(fd_limit)

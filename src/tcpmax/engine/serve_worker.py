@@ -31,6 +31,7 @@ import time
 from array import array
 
 from tcpmax.engine.counters import Col, CounterTable, WorkerState
+from tcpmax.engine.supervisor import worker_signals
 from tcpmax.model.serve import Mode, ServeConfig
 
 __all__ = ["run_worker"]
@@ -70,10 +71,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     """Serve until SIGTERM; returns after closing (or draining) every connection."""
     row = table.row(slot)
     row[Col.PID] = os.getpid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides what Ctrl-C means
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    wake_r = worker_signals()
 
     fd_limit = max(2, os.sysconf("SC_OPEN_MAX"))
     held = bytearray(fd_limit)                      # 1 where the fd is a held connection

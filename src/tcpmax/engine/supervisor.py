@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from tcpmax.engine.counters import Col, CounterTable, WorkerState
 
-__all__ = ["Supervisor", "die_with_parent", "exit_cause"]
+__all__ = ["Supervisor", "die_with_parent", "exit_cause", "worker_signals"]
 
 PR_SET_PDEATHSIG = 1
 BACKOFF_FIRST, BACKOFF_MAX, YOUNG = 0.1, 5.0, 10.0
@@ -38,6 +38,17 @@ def die_with_parent(parent_pid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def worker_signals() -> int:
+    """A worker's signal contract: Ctrl-C is the supervisor's to interpret (ignored here);
+    SIGTERM wakes the worker's event loop through the returned fd (register it for EPOLLIN;
+    it reads the signal numbers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    return wake_r
 
 
 def exit_cause(status: int) -> str:
