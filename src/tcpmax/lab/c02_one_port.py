@@ -7,9 +7,8 @@ from typing import Any
 from tcpmax.engine.loader import LoadProgress
 from tcpmax.engine.server import Server
 from tcpmax.host.inspect import read_meminfo, read_sockstat
-from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets, private_memory
+from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets, isolated, private_memory
 from tcpmax.lab.drive import drive
-from tcpmax.lab.sandbox import in_namespace
 
 CLAIM = "A server listening on ONE port can hold far more than 65,535 concurrent connections."
 METHOD = ("tcpmax serve on one port; tcpmax load opens N connections (100,000 by default, "
@@ -62,10 +61,7 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 def run(ctx: Context) -> Outcome:
     n = ctx.connections
-    if ctx.sandbox:
-        m, isolation = in_namespace(lambda: measure(n)), "network namespace"
-    else:
-        m, isolation = measure(n), "host loopback"
+    m, isolation = isolated(ctx, lambda: measure(n))
     verdict, reason = judge(m)
     curve, memory = m.pop("curve"), m.pop("memory_curve")
     return Outcome("C2", CLAIM, METHOD, verdict, reason, isolation, 0.0, m, [

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tcpmax.lab.common import Context, Outcome, Verdict
+from tcpmax.lab.common import Context, Outcome, Verdict, isolated
 from tcpmax.lab.drive import drive, port_range, server_port
-from tcpmax.lab.sandbox import in_namespace
 from tcpmax.model.load import PortStrategy
 
 CLAIM = ("A client talking to ONE server endpoint from ONE source IP is limited by its "
@@ -15,6 +14,7 @@ METHOD = ("Connect from 127.0.0.2 to one endpoint, more times than the range hol
           "the kernel pick ports, until it refuses. As root, in a private network namespace "
           "whose ip_local_port_range is narrowed to 40000-40999 so it takes a second.")
 NARROW = "40000 40999"
+LABEL = "network namespace (ip_local_port_range 40000-40999)"
 
 
 def reserved_in_range() -> int:
@@ -55,12 +55,8 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 def run(ctx: Context) -> Outcome:
-    if ctx.sandbox:
-        m = in_namespace(lambda: measure(500),
-                         {"net.ipv4.ip_local_port_range": NARROW})
-        isolation = "network namespace (ip_local_port_range 40000-40999)"
-    else:
-        m, isolation = measure(2_000), "host loopback"
+    m, isolation = isolated(ctx, lambda: measure(500), lambda: measure(2_000),
+                            sysctls={"net.ipv4.ip_local_port_range": NARROW}, label=LABEL)
     verdict, reason = judge(m)
     return Outcome("C3", CLAIM, METHOD, verdict, reason, isolation, 0.0, m, [
         f"ip_local_port_range {m['port_range']}: {m['usable_ports']:,} usable ports",

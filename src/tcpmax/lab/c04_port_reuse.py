@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from tcpmax.lab.c03_port_range import NARROW
-from tcpmax.lab.common import RST, Context, Outcome, Verdict, listener
+from tcpmax.lab.c03_port_range import LABEL, NARROW
+from tcpmax.lab.common import RST, Context, Outcome, Verdict, isolated, listener
 from tcpmax.lab.drive import drive, port_range
-from tcpmax.lab.sandbox import in_namespace
 from tcpmax.model.load import PortStrategy
 
 CLAIM = ("The same local port can be reused for connections to different remote endpoints; a "
@@ -71,11 +70,8 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 def run(ctx: Context) -> Outcome:
-    if ctx.sandbox:
-        m = in_namespace(lambda: measure(1_500), {"net.ipv4.ip_local_port_range": NARROW})
-        isolation = "network namespace (ip_local_port_range 40000-40999)"
-    else:
-        m, isolation = measure(10_000), "host loopback"
+    m, isolation = isolated(ctx, lambda: measure(1_500), lambda: measure(10_000),
+                            sysctls={"net.ipv4.ip_local_port_range": NARROW}, label=LABEL)
     verdict, reason = judge(m)
     return Outcome("C4", CLAIM, METHOD, verdict, reason, isolation, 0.0, m, [
         f"(a) {m['same_port']['local']} -> {' and '.join(m['same_port']['endpoints'])}: both "

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tcpmax.lab import c03_port_range as c03
-from tcpmax.lab.common import Context, Outcome, Verdict
-from tcpmax.lab.sandbox import in_namespace
+from tcpmax.lab.common import Context, Outcome, Verdict, isolated
 
 CLAIM = ("More IP addresses multiply the limit: each extra source IP (or destination IP/port) "
          "adds another full port range.")
@@ -34,11 +33,9 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 def run(ctx: Context) -> Outcome:
-    if ctx.sandbox:
-        m = in_namespace(lambda: measure(200), {"net.ipv4.ip_local_port_range": c03.NARROW})
-        isolation = "network namespace (ip_local_port_range 40000-40999)"
-    else:
-        m, isolation = measure(1_000), "host loopback"
+    m, isolation = isolated(ctx, lambda: measure(200), lambda: measure(1_000),
+                            sysctls={"net.ipv4.ip_local_port_range": c03.NARROW},
+                            label=c03.LABEL)
     verdict, reason = judge(m)
     return Outcome("C5", CLAIM, METHOD, verdict, reason, isolation, 0.0, m, [
         f"port range {m['port_range']} ({m['usable_ports']:,} usable)",

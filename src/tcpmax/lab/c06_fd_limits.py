@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tcpmax.engine.server import Server
-from tcpmax.lab.common import RST, Context, Outcome, Verdict
+from tcpmax.lab.common import RST, Context, Outcome, Verdict, isolated
 from tcpmax.lab.drive import drive
-from tcpmax.lab.sandbox import in_namespace
 from tcpmax.model.serve import ServeConfig
 
 CLAIM = ("The real limits are file descriptors and memory, not ports. The per-process limit "
@@ -89,10 +88,7 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 def run(ctx: Context) -> Outcome:
-    if ctx.sandbox:
-        m, isolation = in_namespace(measure), "network namespace"
-    else:
-        m, isolation = measure(), "host loopback"
+    m, isolation = isolated(ctx, measure)
     verdict, reason = judge(m)
     return Outcome("C6", CLAIM, METHOD, verdict, reason, isolation, 0.0, m, [
         f"one process, RLIMIT_NOFILE {m['nofile_hard']:,}: {m['single_process_count']:,} "

@@ -7,8 +7,7 @@ import socket
 import time
 from typing import Any
 
-from tcpmax.lab.common import RST, Context, Outcome, Verdict, listener, netstat_counters
-from tcpmax.lab.sandbox import in_namespace
+from tcpmax.lab.common import RST, Context, Outcome, Verdict, isolated, listener, netstat_counters
 
 CLAIM = ("Kernel queues matter under bursts: the listen backlog (somaxconn, tcp_max_syn_backlog) "
          "caps pending connections; overflows are counted (ListenOverflows/ListenDrops).")
@@ -72,10 +71,7 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 def run(ctx: Context) -> Outcome:
-    if ctx.sandbox:
-        m, isolation = in_namespace(measure), "network namespace"
-    else:
-        m, isolation = measure(), "host loopback (counters are host-wide)"
+    m, isolation = isolated(ctx, measure, host_label="host loopback (counters are host-wide)")
     verdict, reason = judge(m)
     return Outcome("C9", CLAIM, METHOD, verdict, reason, isolation, 0.0, m, [
         f"backlog {r['backlog']:>4}, burst {r['burst']:>4}: {r['established']:>4} established, "

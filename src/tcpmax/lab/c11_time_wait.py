@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from tcpmax.lab.c03_port_range import NARROW
-from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets
+from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets, isolated
 from tcpmax.lab.drive import drive, port_range
-from tcpmax.lab.sandbox import in_namespace
 from tcpmax.model.load import CloseMode, PortStrategy
 
 CLAIM = ("Closing first leaves the closer in TIME_WAIT holding its port; repeated client runs "
@@ -62,12 +61,10 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 def run(ctx: Context) -> Outcome:
-    if ctx.sandbox:
-        m = in_namespace(lambda: measure(1_000, True),
-                         {"net.ipv4.ip_local_port_range": NARROW, "net.ipv4.tcp_tw_reuse": "0"})
-        isolation = "network namespace (1,000 ports, tcp_tw_reuse 0)"
-    else:
-        m, isolation = measure(2_000, False), "host loopback"
+    m, isolation = isolated(
+        ctx, lambda: measure(1_000, True), lambda: measure(2_000, False),
+        sysctls={"net.ipv4.ip_local_port_range": NARROW, "net.ipv4.tcp_tw_reuse": "0"},
+        label="network namespace (1,000 ports, tcp_tw_reuse 0)")
     verdict, reason = judge(m)
     evidence = [f"port range {m['port_range']}, tcp_tw_reuse {m['tcp_tw_reuse']}"]
     for key, label in (("graceful", "FIN close"), ("graceful_again", "FIN close, run again"),

@@ -15,13 +15,13 @@ import contextlib
 import socket
 import struct
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from tcpmax.lab.sandbox import in_namespace
 from tcpmax.model.facts import HostFacts
 
 __all__ = [
@@ -31,10 +31,10 @@ __all__ = [
     "Skip",
     "Verdict",
     "count_sockets",
+    "isolated",
     "listener",
     "netstat_counters",
     "private_memory",
-    "timed",
 ]
 
 RST = struct.pack("ii", 1, 0)
@@ -74,11 +74,15 @@ class Outcome:
     plots: dict[str, Any] = field(default_factory=dict)
 
 
-def timed(fn: Callable[[], Outcome]) -> Outcome:
-    start = time.monotonic()
-    outcome = fn()
-    outcome.seconds = round(time.monotonic() - start, 2)
-    return outcome
+def isolated(ctx: Context, inside: Callable[[], dict[str, Any]],
+             outside: Callable[[], dict[str, Any]] | None = None, *,
+             sysctls: dict[str, str] | None = None, label: str = "network namespace",
+             host_label: str = "host loopback") -> tuple[dict[str, Any], str]:
+    """Measure in a private namespace (with `sysctls`) when allowed, else on the host with
+    `outside` (safe parameters; `inside` when none are needed). Returns (measurements, where)."""
+    if ctx.sandbox:
+        return in_namespace(inside, sysctls), label
+    return (outside or inside)(), host_label
 
 
 def listener(host: str = "127.0.0.1", port: int = 0, backlog: int = 4096) -> socket.socket:
