@@ -13,7 +13,9 @@ def run(*args):
 
 
 def test_plan_for_10m_on_16_gib_machines_needs_three_servers():
-    result = run("--connections", "10M", "--memory", "16GiB", "--cores", "8", "--json")
+    # 16 GiB x 80% / (3,400 + 100) B = 3,926,827 per server -> 3 servers for 10M
+    result = run("--connections", "10M", "--memory", "16GiB", "--cores", "8",
+                 "--kernel-bytes", "3400", "--user-bytes", "100", "--json")
     data = json.loads(result.output)
     assert data["schema"] == "tcpmax.plan/1"
     assert data["servers"]["machines"] == 3

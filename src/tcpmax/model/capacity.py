@@ -46,12 +46,14 @@ __all__ = [
     "theory_ceilings",
 ]
 
-# Kernel bytes per idle established TCP socket: Slab growth per socket measured by
-# `doctor --measure` on a 2-core, 24 GiB, kernel 6.18 machine (3,833-3,910 B over several
-# runs). MemAvailable deltas there gave 3.2-3.4 KB when the machine was quiet, because it
-# counts reclaimable slab (dentries) as available; it is too noisy to rely on.
+# Kernel bytes per idle established TCP socket held in epoll: Slab growth per socket measured
+# by `doctor --measure` on a 2-core, 24 GiB, kernel 6.18 machine (3,880 B per socket, plus
+# about 200 B for its epoll entry: 4,088). MemAvailable deltas there gave 3.2-3.4 KB when the
+# machine was quiet, because it counts reclaimable slab (dentries) as available; it is too
+# noisy to rely on. At a million connections tcpmax serve + load grew slab by 5.1 KB per
+# socket: the arithmetic is optimistic at that scale (see docs/benchmarks.md).
 # `doctor --measure` replaces the default with this kernel's own figure.
-DEFAULT_KERNEL_BYTES_PER_SOCKET = 3840
+DEFAULT_KERNEL_BYTES_PER_SOCKET = 4090
 # What one held connection costs tcpmax's own workers in user space: a slot in flat arrays
 # keyed by fd plus the epoll registration (measured ~70 B; budgeted at 100 B).
 DEFAULT_USER_BYTES_PER_CONNECTION = 100
