@@ -77,3 +77,35 @@ def test_duration_rejects_unknown_units_negative_and_zero(text):
 ])
 def test_bytes_are_formatted_in_binary_units(value, text):
     assert format_bytes(value) == text
+
+
+@pytest.mark.parametrize("text", ["1e400", "9" * 400, "1e999", "2G"])
+def test_count_refuses_what_exceeds_its_maximum_without_a_float(text):
+    with pytest.raises(UnitError, match="too large: at most 1,000,000,000$"):
+        parse_count(text, maximum=10**9)
+
+
+def test_count_is_exact_where_a_float_would_round():
+    assert parse_count("9007199254740993", maximum=10**16) == 9_007_199_254_740_993
+
+
+def test_a_very_long_input_is_cut_in_the_message():
+    with pytest.raises(UnitError) as exc:
+        parse_count("9" * 400)
+    assert len(str(exc.value)) < 120
+
+
+@pytest.mark.parametrize("text", ["9" * 320, "2EiB", "1e3"])
+def test_size_refuses_huge_or_unreadable_sizes(text):
+    with pytest.raises(UnitError):
+        parse_size(text, maximum=2**60)
+
+
+@pytest.mark.parametrize("text", ["100000000000000000000", "367d", "9" * 80 + "h"])
+def test_duration_refuses_what_exceeds_its_maximum(text):
+    with pytest.raises(UnitError, match="too long: at most 366d"):
+        parse_duration(text, maximum=366 * 86400)
+
+
+def test_duration_reads_days():
+    assert parse_duration("2d") == 172_800.0

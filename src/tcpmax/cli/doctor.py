@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console, stdout_console
-from tcpmax.cli.params import COUNT
+from tcpmax.cli.params import BYTES_PER_CONNECTION, COUNT, ENDPOINTS, SOURCES
 from tcpmax.host.inspect import LIVE_PROC, read_host
 from tcpmax.model.capacity import (
     DEFAULT_KERNEL_BYTES_PER_SOCKET,
@@ -259,18 +259,18 @@ def render_doctor(report: DoctorReport, console: Console) -> None:
 @click.option("--target", type=COUNT, metavar="N",
               help="Connections you want to hold (100k, 1M, 2.5M): list every limit below it "
                    "and the exact fix for each.")
-@click.option("--sources", type=COUNT, metavar="N",
+@click.option("--sources", type=SOURCES, metavar="N",
               help="Source IPs a client uses [default: loopback 127.0.0.0/8 for loopback, "
                    "this host's IPv4 addresses for client].")
-@click.option("--endpoints", type=COUNT, default=1, show_default=True, metavar="N",
+@click.option("--endpoints", type=ENDPOINTS, default=1, show_default=True, metavar="N",
               help="Distinct server (IP, port) endpoints a client connects to.")
 @click.option("--measure", is_flag=True,
               help="Measure kernel bytes per socket on this kernel first (opens a few "
                    "thousand loopback connections for ~5 s, then closes them).")
-@click.option("--kernel-bytes", type=COUNT, default=DEFAULT_KERNEL_BYTES_PER_SOCKET,
+@click.option("--kernel-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_KERNEL_BYTES_PER_SOCKET,
               show_default=True, metavar="B",
               help="Kernel bytes per idle socket to assume (ignored with --measure).")
-@click.option("--user-bytes", type=COUNT, default=DEFAULT_USER_BYTES_PER_CONNECTION,
+@click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
               help="User-space bytes per connection of the program holding them "
                    "(tcpmax serve ~100, asyncio ~2,600).")

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
-from tcpmax.cli.params import COUNT, DURATION, DURATION_OR_ZERO, CountType
+from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
 from tcpmax.model.units import format_bytes, format_count
@@ -124,15 +124,15 @@ def _summary(r: LoadResult) -> Table:
               help="Source addresses: 'auto' (loopback targets: spread over 127.0.0.0/8; "
                    "others: the addresses of the interface that routes there), or a list of "
                    "addresses and CIDRs: 127.0.0.2,127.1.0.0/24.")
-@click.option("--rate", type=CountType(allow_zero=True), default=0, show_default=True, metavar="R",
+@click.option("--rate", type=RATE, default=0, show_default=True, metavar="R",
               help="New connections per second in all; 0 = as fast as the kernel allows.")
-@click.option("--connect-timeout", type=DURATION, default="5s", show_default=True,
+@click.option("--connect-timeout", type=CONNECT_TIMEOUT, default="5s", show_default=True,
               help="Give up on a connect unanswered this long (named ETIMEDOUT).")
-@click.option("--hold", type=DURATION_OR_ZERO, default="10s", show_default=True,
+@click.option("--hold", type=HOLD, default="10s", show_default=True,
               help="Hold the connections this long after the ramp, then close.")
 @click.option("--message", default=None,
               help="Send this text on connections (see --message-rate).")
-@click.option("--message-rate", type=CountType(allow_zero=True), default=0, show_default=True,
+@click.option("--message-rate", type=RATE, default=0, show_default=True,
               metavar="R",
               help="Messages per second in all, spread over the connections. Without "
                    "--message they are timestamped probes: an echo server's replies give "

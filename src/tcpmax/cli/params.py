@@ -1,6 +1,7 @@
 """Click parameter types for the quantities tcpmax reads: counts (1M), sizes (64GiB),
-durations (30s), port ranges (1024-65535). Each turns a `UnitError` into a usage error, so a
-typo exits with code 2 and a message that shows a valid example."""
+durations (30s), port ranges (1024-65535). Each has a maximum (model/limits.py) and turns a
+`UnitError` into a usage error, so a typo or an impossible value exits with code 2 and a
+message that names the option and shows a valid example."""
 
 from __future__ import annotations
 
@@ -8,37 +9,74 @@ from typing import Any
 
 import click
 
+from tcpmax.model.capacity import FD_RESERVE_PER_PROCESS
 from tcpmax.model.facts import PortRange
-from tcpmax.model.units import UnitError, parse_count, parse_duration, parse_size
+from tcpmax.model.limits import (
+    MAX_BACKLOG,
+    MAX_BYTES_PER_CONNECTION,
+    MAX_CONNECT_TIMEOUT,
+    MAX_CPUS,
+    MAX_ENDPOINTS,
+    MAX_FLEET_CONNECTIONS,
+    MAX_HOLD,
+    MAX_HOST_CONNECTIONS,
+    MAX_INTERVAL,
+    MAX_RATE,
+    MAX_RUN,
+    MAX_SOURCES,
+    MAX_VIPS,
+    NR_OPEN_MAX,
+)
+from tcpmax.model.units import (
+    DEFAULT_MAX_SIZE,
+    UnitError,
+    parse_count,
+    parse_duration,
+    parse_size,
+    shown,
+)
 
-__all__ = ["COUNT", "DURATION", "DURATION_OR_ZERO", "PORT_RANGE", "SIZE", "CountType"]
+__all__ = [
+    "BACKLOG", "BYTES_PER_CONNECTION", "CONNECT_TIMEOUT", "COUNT", "CPUS", "DURATION",
+    "DURATION_OR_ZERO", "ENDPOINTS", "FLEET_COUNT", "HOLD", "INTERVAL", "LISTEN_PORTS",
+    "NOFILE", "PORT_RANGE", "RATE", "SIZE", "SOURCES", "VIPS", "CountType", "DurationType",
+    "SizeType",
+]
 
 
 class CountType(click.ParamType[int, Any]):
     name = "COUNT"
 
-    def __init__(self, allow_zero: bool = False) -> None:
+    def __init__(self, allow_zero: bool = False, maximum: int = MAX_HOST_CONNECTIONS,
+                 minimum: int = 0, why_minimum: str = "") -> None:
         self.allow_zero = allow_zero
+        self.maximum = maximum
+        self.minimum = minimum
+        self.why_minimum = why_minimum
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
+        text = str(value)
         try:
-            return parse_count(str(value), allow_zero=self.allow_zero)
+            count = parse_count(text, allow_zero=self.allow_zero, maximum=self.maximum)
         except UnitError as exc:
             self.fail(str(exc), param, ctx)
+        if count < self.minimum and not (self.allow_zero and count == 0):
+            self.fail(f"{shown(text)} is too small: at least {self.minimum:,}"
+                      + (f" ({self.why_minimum})" if self.why_minimum else ""), param, ctx)
+        return count
 
 
 class SizeType(click.ParamType[int, Any]):
     name = "SIZE"
 
+    def __init__(self, maximum: int = DEFAULT_MAX_SIZE) -> None:
+        self.maximum = maximum
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         try:
-            return parse_size(str(value))
+            return parse_size(str(value), maximum=self.maximum)
         except UnitError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -46,15 +84,16 @@ class SizeType(click.ParamType[int, Any]):
 class DurationType(click.ParamType[float, Any]):
     name = "DURATION"
 
-    def __init__(self, allow_zero: bool = False) -> None:
+    def __init__(self, allow_zero: bool = False, maximum: float = MAX_RUN) -> None:
         self.allow_zero = allow_zero
+        self.maximum = maximum
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
         if isinstance(value, float):
-            return value
+            value = repr(value)
         try:
-            return parse_duration(str(value), allow_zero=self.allow_zero)
+            return parse_duration(str(value), allow_zero=self.allow_zero, maximum=self.maximum)
         except UnitError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -67,14 +106,36 @@ class PortRangeType(click.ParamType[PortRange, Any]):
         if isinstance(value, PortRange):
             return value
         low, sep, high = str(value).partition("-")
+        problem = (f"{shown(str(value))} is not a port range: use LOW-HIGH within 1-65535, "
+                   "low before high, e.g. 1024-65535")
+        if not (low.strip().isdigit() and (high.strip().isdigit() or not sep)) \
+                or len(low.strip()) > 5 or len(high.strip()) > 5:
+            self.fail(problem, param, ctx)
         try:
-            return PortRange(int(low), int(high if sep else low))
+            port_range = PortRange(int(low), int(high if sep else low))
         except ValueError:
-            self.fail(f"{value!r} is not a port range: use LOW-HIGH within 0-65535, "
-                      "e.g. 1024-65535", param, ctx)
+            self.fail(problem, param, ctx)
+        if port_range.low < 1:    # the kernel refuses port 0 in ip_local_port_range
+            self.fail(problem, param, ctx)
+        return port_range
 
 
 COUNT = CountType()
+BYTES_PER_CONNECTION = CountType(maximum=MAX_BYTES_PER_CONNECTION)
+FLEET_COUNT = CountType(maximum=MAX_FLEET_CONNECTIONS)
+RATE = CountType(allow_zero=True, maximum=MAX_RATE)
+BACKLOG = CountType(maximum=MAX_BACKLOG)
+CPUS = CountType(maximum=MAX_CPUS)
+NOFILE = CountType(minimum=FD_RESERVE_PER_PROCESS + 1, maximum=NR_OPEN_MAX,
+                   why_minimum=f"each process keeps {FD_RESERVE_PER_PROCESS} open files for "
+                               "itself")
+LISTEN_PORTS = CountType(maximum=65535)
+VIPS = CountType(maximum=MAX_VIPS)
+SOURCES = CountType(maximum=MAX_SOURCES)
+ENDPOINTS = CountType(maximum=MAX_ENDPOINTS)
+CONNECT_TIMEOUT = DurationType(maximum=MAX_CONNECT_TIMEOUT)
+HOLD = DurationType(allow_zero=True, maximum=MAX_HOLD)
+INTERVAL = DurationType(maximum=MAX_INTERVAL)
 SIZE = SizeType()
 DURATION = DurationType()
 DURATION_OR_ZERO = DurationType(allow_zero=True)

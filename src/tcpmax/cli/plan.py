@@ -9,7 +9,16 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stdout_console
-from tcpmax.cli.params import COUNT, PORT_RANGE, SIZE
+from tcpmax.cli.params import (
+    BYTES_PER_CONNECTION,
+    CPUS,
+    FLEET_COUNT,
+    LISTEN_PORTS,
+    NOFILE,
+    PORT_RANGE,
+    SIZE,
+    VIPS,
+)
 from tcpmax.host.inspect import read_host
 from tcpmax.model.capacity import (
     DEFAULT_KERNEL_BYTES_PER_SOCKET,
@@ -66,30 +75,30 @@ def render_plan(p: FleetPlan, console: Console) -> None:
 
 
 @click.command()
-@click.option("--connections", type=COUNT, required=True, metavar="N",
+@click.option("--connections", type=FLEET_COUNT, required=True, metavar="N",
               help="Concurrent connections to hold (e.g. 10M).")
 @click.option("--memory", type=SIZE, metavar="SIZE",
               help="RAM per server machine (64GiB) [default: this host's].")
-@click.option("--cores", type=COUNT, metavar="N",
+@click.option("--cores", type=CPUS, metavar="N",
               help="Cores per server machine [default: this host's].")
-@click.option("--nofile", type=COUNT, default=1048576, show_default=True, metavar="N",
+@click.option("--nofile", type=NOFILE, default=1048576, show_default=True, metavar="N",
               help="Open-file limit per process you will configure on the fleet.")
 @click.option("--client-memory", type=SIZE, metavar="SIZE",
               help="RAM per client machine [default: as --memory].")
-@click.option("--client-cores", type=COUNT, metavar="N",
+@click.option("--client-cores", type=CPUS, metavar="N",
               help="Cores per client machine [default: as --cores].")
 @click.option("--reserve", type=click.FloatRange(0, 0.95), default=0.2, show_default=True,
               help="Fraction of memory kept for the OS and the application itself.")
 @click.option("--port-range", type=PORT_RANGE, default="1024-65535", show_default=True,
               help="ip_local_port_range the clients will use.")
-@click.option("--listen-ports", type=COUNT, default=1, show_default=True, metavar="N",
+@click.option("--listen-ports", type=LISTEN_PORTS, default=1, show_default=True, metavar="N",
               help="Ports each server listens on.")
-@click.option("--vips", type=COUNT, metavar="N",
+@click.option("--vips", type=VIPS, metavar="N",
               help="Clients go through N load-balancer VIPs instead of to servers directly.")
-@click.option("--kernel-bytes", type=COUNT, default=DEFAULT_KERNEL_BYTES_PER_SOCKET,
+@click.option("--kernel-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_KERNEL_BYTES_PER_SOCKET,
               show_default=True, metavar="B",
               help="Kernel bytes per socket (tcpmax doctor --measure tells this kernel's).")
-@click.option("--user-bytes", type=COUNT, default=DEFAULT_USER_BYTES_PER_CONNECTION,
+@click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
               help="Application bytes per connection (asyncio ~2,600, tcpmax serve ~100).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")

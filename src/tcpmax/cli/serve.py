@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
-from tcpmax.cli.params import COUNT, DURATION
+from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL
 from tcpmax.engine.server import ServeRun, open_listeners
 from tcpmax.model.serve import Mode, ServeConfig
 from tcpmax.model.units import format_bytes, format_count
@@ -114,7 +114,7 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
 @click.option("--workers", type=click.IntRange(1, 512), default=None,
               help="Worker processes [default: enough for --max-connections, at least one "
                    "per core].")
-@click.option("--backlog", type=COUNT, default=None, metavar="N",
+@click.option("--backlog", type=BACKLOG, default=None, metavar="N",
               help="Listen backlog [default: as deep as the kernel allows, net.core.somaxconn].")
 @click.option("--idle-timeout", type=DURATION, default=None,
               help="Close (RST) connections silent for this long, e.g. 5m.")
@@ -123,14 +123,14 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
 @click.option("--drain", is_flag=True,
               help="On stop, wait up to --drain-timeout for clients to close instead of "
                    "resetting the connections.")
-@click.option("--drain-timeout", type=DURATION, default="10s", show_default=True)
-@click.option("--push-interval", type=DURATION, default="1s", show_default=True,
+@click.option("--drain-timeout", type=INTERVAL, default="10s", show_default=True)
+@click.option("--push-interval", type=INTERVAL, default="1s", show_default=True,
               help="push: time between two messages to every connection.")
 @click.option("--message-size", type=click.IntRange(0, 65536), default=0,
               help="push: pad each line to this many bytes.")
 @click.option("--metrics", "metrics", metavar="HOST:PORT",
               help="Serve Prometheus text at /metrics and JSON at /stats, e.g. 127.0.0.1:9100.")
-@click.option("--status-every", type=DURATION, default="1s", show_default=True,
+@click.option("--status-every", type=INTERVAL, default="1s", show_default=True,
               help="How often the status line is printed on stderr.")
 @click.option("--quiet", is_flag=True, help="No status line.")
 @click.option("--json", "as_json", is_flag=True,

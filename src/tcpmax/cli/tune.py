@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from tcpmax.cli.output import emit_json, stdout_console
-from tcpmax.cli.params import COUNT
+from tcpmax.cli.params import COUNT, ENDPOINTS, SOURCES
 from tcpmax.host.inspect import read_host
 from tcpmax.host.tune import (
     LIMITS_FILE,
@@ -40,8 +40,8 @@ def _require_root(what: str) -> None:
 @click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.LOOPBACK.value,
               show_default=True,
               help="server: accepts; client: connects out; loopback: both ends on this host.")
-@click.option("--sources", type=COUNT, metavar="N", help="Source IPs a client uses.")
-@click.option("--endpoints", type=COUNT, default=1, show_default=True, metavar="N",
+@click.option("--sources", type=SOURCES, metavar="N", help="Source IPs a client uses.")
+@click.option("--endpoints", type=ENDPOINTS, default=1, show_default=True, metavar="N",
               help="Server (IP, port) endpoints a client connects to.")
 @click.option("--apply", "do_apply", is_flag=True,
               help="Write the sysctls now (root), saving the previous values for --revert.")
