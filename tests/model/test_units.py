@@ -81,7 +81,7 @@ def test_bytes_are_formatted_in_binary_units(value, text):
 
 @pytest.mark.parametrize("text", ["1e400", "9" * 400, "1e999", "2G"])
 def test_count_refuses_what_exceeds_its_maximum_without_a_float(text):
-    with pytest.raises(UnitError, match="too large: at most 1,000,000,000$"):
+    with pytest.raises(UnitError, match=r"too large: at most 1,000,000,000$"):
         parse_count(text, maximum=10**9)
 
 
