@@ -7,6 +7,9 @@ starts; `UsageProblem` raised from inside a command does the same.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 
 import click
@@ -52,9 +55,51 @@ cli.add_command(load)
 cli.add_command(prove)
 
 
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno() if sys.stdout is not None else 1)
+    os.close(devnull)
+
+
 def main() -> None:
+    """The `tcpmax` entry point: exit 2 on usage errors, 130 on Ctrl-C, and 1 with one line,
+    not a traceback, when stdout cannot take the output (closed pipe, full disk)."""
     try:
-        cli.main(prog_name="tcpmax")
-    except KeyboardInterrupt:
+        # Not standalone: click would print a traceback for a full disk, and exits itself.
+        code = cli.main(prog_name="tcpmax", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _output_failed(exc)
+    _flush_or_exit()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# A reader that went away (| head), a full disk (> /dev/full), a closed descriptor (>&-).
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT}
+
+
+def _flush_or_exit() -> None:
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _output_failed(exc)
+
+
+def _output_failed(exc: OSError) -> None:
+    with contextlib.suppress(OSError):
+        _silence_stdout()
+    if exc.errno != errno.EPIPE:     # the reader that left asked for no more; say nothing
+        with contextlib.suppress(OSError):
+            click.echo(f"tcpmax: cannot write the output: {exc.strerror}", err=True)
+    sys.exit(1)

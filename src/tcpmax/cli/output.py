@@ -1,5 +1,8 @@
 """Where command output goes: reports to stdout (plain and 120 columns wide when piped),
-machine output as one JSON document on stdout, progress and status on stderr."""
+machine output as one JSON document on stdout, progress and status on stderr.
+
+Consoles never read markup: addresses such as ``[fd00::1]`` and any other text a user typed
+are printed as typed (styles come from `rich.text.Text`, never from ``[bold]`` strings)."""
 
 from __future__ import annotations
 
@@ -15,13 +18,14 @@ __all__ = ["emit_json", "stderr_console", "stdout_console"]
 def stdout_console() -> Console:
     """Colours on a terminal; plain and wide when piped, so a saved report keeps its tables
     readable."""
-    probe = Console(highlight=False)
-    return probe if probe.is_terminal else Console(highlight=False, width=120)
+    probe = Console(highlight=False, markup=False)
+    return probe if probe.is_terminal else Console(highlight=False, markup=False, width=120)
 
 
 def stderr_console() -> Console:
-    probe = Console(stderr=True, highlight=False)
-    return probe if probe.is_terminal else Console(stderr=True, highlight=False, width=120)
+    probe = Console(stderr=True, highlight=False, markup=False)
+    return probe if probe.is_terminal else Console(stderr=True, highlight=False, markup=False,
+                                                   width=120)
 
 
 def emit_json(data: Any) -> None:

@@ -45,6 +45,10 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _Status:
     """The live status line: what is held, how fast it grows, what it costs."""
 
@@ -193,7 +197,7 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
     if ipaddress.ip_address(host).is_unspecified:
         err.print(Text(f"listening on ALL interfaces ({host}): reachable from the network",
                        style="bold yellow"))
-    where = ", ".join(f"{i.host}:{i.port}" for i in infos)
+    where = ", ".join(_hostport(i.host, i.port) for i in infos)
     err.print(f"tcpmax serve ({mode}) on {where}: {run.plan.workers} workers x "
               f"{format_count(run.plan.budget)} connections (open-file limit allows "
               f"{format_count(run.plan.fd_budget)} each)", highlight=False)
@@ -203,7 +207,8 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
                       f"{info.backlog_effective:,} (net.core.somaxconn)", highlight=False)
     if run.metrics is not None:
         host_m, port_m = run.metrics.address
-        err.print(f"metrics: http://{host_m}:{port_m}/metrics and /stats", highlight=False)
+        err.print(f"metrics: http://{_hostport(host_m, port_m)}/metrics and /stats",
+                  highlight=False)
     status = _Status(run, err, status_every)
     started = time.monotonic()
     reason = run.run(tick=None if quiet else status.tick,

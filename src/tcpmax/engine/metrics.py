@@ -10,6 +10,7 @@ counters at scrape time.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -69,6 +70,10 @@ class ServeCollector(Collector):
                                     value=s["rss_bytes"])
 
 
+class _HTTPServerV6(HTTPServer):
+    address_family = socket.AF_INET6
+
+
 class MetricsServer:
     """A one-request-at-a-time HTTP server polled by the supervisor loop."""
 
@@ -98,7 +103,8 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = HTTPServer((host, port), Handler)
+        server = _HTTPServerV6 if ":" in host else HTTPServer
+        self.httpd = server((host, port), Handler)
         self.httpd.timeout = 2.0
 
     @property
