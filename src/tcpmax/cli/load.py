@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
-from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE
+from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, refuse_unused
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
 from tcpmax.model.units import format_bytes, format_count
@@ -171,6 +171,10 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
       tcpmax load 127.0.0.1:9000 -n 10k --message-rate 5k --hold 20s   # echo latency
     """
     err = stderr_console()
+    if message is not None:
+        refuse_unused("timestamped probes (leave out --message)", "message_size")
+    elif message_rate == 0:
+        refuse_unused("--message-rate", "message_size")
     endpoints = resolve_targets(targets)
     sources = parse_sources(source)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from tcpmax.model.capacity import FD_RESERVE_PER_PROCESS
 from tcpmax.model.facts import PortRange
@@ -41,6 +42,8 @@ __all__ = [
     "DURATION_OR_ZERO", "ENDPOINTS", "FLEET_COUNT", "HOLD", "INTERVAL", "LISTEN_PORTS",
     "NOFILE", "PORT_RANGE", "RATE", "SIZE", "SOURCES", "VIPS", "CountType", "DurationType",
     "SizeType",
+    "given",
+    "refuse_unused",
 ]
 
 
@@ -118,6 +121,22 @@ class PortRangeType(click.ParamType[PortRange, Any]):
         if port_range.low < 1:    # the kernel refuses port 0 in ip_local_port_range
             self.fail(problem, param, ctx)
         return port_range
+
+
+def given(*names: str) -> list[str]:
+    """Which of these options the user typed (not defaults), as --option names."""
+    ctx = click.get_current_context()
+    return [f"--{n.replace('_', '-')}" for n in names
+            if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+
+
+def refuse_unused(needs: str, *names: str) -> None:
+    """Exit 2 when an option was typed that does nothing without another: better than a run
+    that silently ignores what the user asked for."""
+    typed = given(*names)
+    if typed:
+        raise click.UsageError(f"{', '.join(typed)} {'does' if len(typed) == 1 else 'do'} "
+                               f"nothing without {needs}")
 
 
 COUNT = CountType()

@@ -12,36 +12,40 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
-from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL
-from tcpmax.engine.server import ServeRun, open_listeners
+from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL, refuse_unused
+from tcpmax.engine.server import ListenError, ServeRun, open_listeners
 from tcpmax.model.serve import Mode, ServeConfig
-from tcpmax.model.units import format_bytes, format_count
+from tcpmax.model.units import format_bytes, format_count, shown
 
 __all__ = ["parse_address", "parse_ports", "serve"]
 
 
-def parse_ports(text: str) -> tuple[int, ...]:
+def parse_ports(text: str, option: str | None = None) -> tuple[int, ...]:
     low, sep, high = text.partition("-")
-    try:
-        first, last = int(low), int(high if sep else low)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a port or a range like 9000-9009") from None
+    if not (low.strip().isdigit() and (high.strip().isdigit() or not sep)) \
+            or max(len(low), len(high)) > 6:
+        raise click.BadParameter(f"{shown(text)} is not a port or a range like 9000-9009",
+                                 param_hint=option)
+    first, last = int(low), int(high if sep else low)
     if not 1 <= first <= last <= 65535:
-        raise click.BadParameter(f"{text!r}: ports are 1-65535, low before high")
+        raise click.BadParameter(f"{shown(text)}: ports are 1-65535, low before high",
+                                 param_hint=option)
     if last - first >= 1000:
-        raise click.BadParameter(f"{text!r}: at most 1000 ports")
+        raise click.BadParameter(f"{shown(text)}: at most 1000 ports", param_hint=option)
     return tuple(range(first, last + 1))
 
 
-def parse_address(text: str) -> tuple[str, int]:
+def parse_address(text: str, option: str = "--metrics") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9100)")
+    if not sep or not port.isdigit() or len(port) > 5 or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{shown(text)} is not HOST:PORT (e.g. 127.0.0.1:9100 or "
+                                 "[::1]:9100)", param_hint=option)
     host = host.strip("[]") or "127.0.0.1"
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise click.BadParameter(f"{host!r} is not an IP address") from None
+        raise click.BadParameter(f"{shown(host)} is not an IP address",
+                                 param_hint=option) from None
     return host, int(port)
 
 
@@ -159,9 +163,13 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
       tcpmax serve --mode push --push-interval 5s --message-size 64
     """
     err = stderr_console()
+    if mode != Mode.PUSH:
+        refuse_unused("--mode push", "push_interval", "message_size")
+    if not drain:
+        refuse_unused("--drain", "drain_timeout")
     if port is not None and port_range is not None:
         raise click.UsageError("use --port or --ports, not both")
-    ports = parse_ports(port_range) if port_range else (9000 if port is None else port,)
+    ports = parse_ports(port_range, "--ports") if port_range else (9000 if port is None else port,)
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -176,14 +184,17 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
         listeners, infos = open_listeners(cfg)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    except OSError as exc:
-        hint = {errno.EADDRINUSE: "another program listens there; pick another --port",
+    except ListenError as exc:
+        option = "--host" if exc.errno == errno.EADDRNOTAVAIL else \
+            ("--ports" if port_range else "--port")
+        hint = {errno.EADDRINUSE: f"another program listens there; pick another {option}",
                 errno.EADDRNOTAVAIL: "that address is not on this host",
                 errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE"}
-        raise click.UsageError(f"cannot listen on {host} port(s) {ports[0]}"
-                               f"{'-' + str(ports[-1]) if len(ports) > 1 else ''}: "
-                               f"{exc.strerror} ({hint.get(exc.errno or 0, 'see the error')})"
-                               ) from exc
+        raise click.BadParameter(
+            f"cannot listen on {_hostport(host, exc.port)}"
+            + (f" (in {port_range})" if len(ports) > 1 else "")
+            + f": {exc.strerror} ({hint.get(exc.errno or 0, 'see the error')})",
+            param_hint=option) from exc
     try:
         run = ServeRun(cfg, listeners, infos)
     except ValueError as exc:

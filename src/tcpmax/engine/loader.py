@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import ipaddress
 import json
 import os
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -115,6 +117,29 @@ def route_sources(destination: str) -> tuple[str, ...]:
     return tuple(usable)
 
 
+# Binding each address once is exact but costs a socket each: past this many, a spread sample
+# is checked (a CIDR is local or not as a whole in every setup we know of).
+_CHECK_ALL_SOURCES = 65_536
+
+
+def check_sources(sources: tuple[str, ...], family: int) -> None:
+    """Refuse, before anything connects, a --source that is not an address of this host: the
+    kernel would answer every connect with EADDRNOTAVAIL, which reads as port exhaustion."""
+    step = max(1, len(sources) // _CHECK_ALL_SOURCES)
+    sample = [*sources[::step], sources[-1]]
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    for address in dict.fromkeys(sample):
+        with socket.socket(af, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((address, 0))
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise LoadError(f"--source {address} is not an address of this host: "
+                                    "add it first (ip addr add ADDR/32 dev IFACE) or use "
+                                    "--source auto") from None
+                raise LoadError(f"--source {address}: {exc.strerror}") from None
+
+
 def _percentiles(encoded: list[str]) -> dict[str, int] | None:
     h = new_histogram()
     for blob in encoded:
@@ -148,13 +173,17 @@ class LoadRun:
         self.ports = ports
         hard = raise_nofile()
         cores = len(os.sched_getaffinity(0))
+        family = ipaddress.ip_address(cfg.endpoints[0].host).version   # one, by LoadConfig
         sources = cfg.sources
         if sources is None:
-            if all(e.is_loopback for e in cfg.endpoints):
+            if family == 4 and all(e.is_loopback for e in cfg.endpoints):
                 sources = loopback_sources(sources_needed(cfg.connections, len(cfg.endpoints),
                                                           len(ports)))
             else:
+                # IPv6 loopback is ::1 alone unless more were added to lo: ask the route.
                 sources = route_sources(cfg.endpoints[0].host)
+        else:
+            check_sources(sources, family)
         self.plan: LoadPlan = plan_load(cfg, sources, len(ports), hard, cores)
         # One row per worker plus a control row (the release time).
         self.table = CounterTable(self.plan.workers + 1)

@@ -108,8 +108,17 @@ def _somaxconn() -> int | None:
         return None
 
 
+class ListenError(OSError):
+    """Binding or listening on one port failed (EADDRINUSE, EADDRNOTAVAIL, EACCES...);
+    `port` names the one, so a busy port in a range of ten can be told apart."""
+
+    def __init__(self, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.port = port
+
+
 def open_listeners(cfg: ServeConfig) -> tuple[list[socket.socket], list[ListenInfo]]:
-    """Bind and listen on every port; raises OSError (EADDRINUSE, EADDRNOTAVAIL...) as is."""
+    """Bind and listen on every port; raises `ListenError` naming the port that failed."""
     somaxconn = _somaxconn()
     requested = cfg.backlog if cfg.backlog is not None else (somaxconn or 4096)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
@@ -120,8 +129,11 @@ def open_listeners(cfg: ServeConfig) -> tuple[list[socket.socket], list[ListenIn
             s = socket.socket(family, socket.SOCK_STREAM)
             socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((cfg.host, port))
-            s.listen(requested)
+            try:
+                s.bind((cfg.host, port))
+                s.listen(requested)
+            except OSError as exc:
+                raise ListenError(port, exc) from exc
             s.setblocking(False)
             effective = min(requested, somaxconn) if somaxconn else requested
             infos.append(ListenInfo(cfg.host, s.getsockname()[1], requested, effective))

@@ -50,6 +50,14 @@ KNOWN: dict[str, ErrorClass] = {c.name: c for c in (
 )}
 
 
+# getaddrinfo-style codes are negative: the socket layer reports them when an address cannot
+# be used with the socket's family (an IPv4 source for an IPv6 target).
+_GAI_NAMES = {-9: "EAI_ADDRFAMILY", -2: "EAI_NONAME", -6: "EAI_FAMILY", -8: "EAI_SERVICE"}
+KNOWN["EAI_ADDRFAMILY"] = ErrorClass(
+    "EAI_ADDRFAMILY", "the source address is of another IP version than the target",
+    "give source addresses of the target's IP version (--source)")
+
+
 def classify(code: int) -> ErrorClass:
-    name = _errno.errorcode.get(code, f"errno {code}")
+    name = _GAI_NAMES.get(code) or _errno.errorcode.get(code, f"errno {code}")
     return KNOWN.get(name, ErrorClass(name, "an unexpected error", "see errno(3)"))

@@ -131,14 +131,26 @@ class LoadConfig:
             raise ValueError("--message-size must be 16-65536 bytes")
         if self.window < 1:
             raise ValueError("the connect window must be at least 1")
+        if self.message is not None and not self.message:
+            raise ValueError("--message is empty: give the text to send, or leave it out to "
+                             "send timestamped probes")
+        if self.message is not None and self.message_rate <= 0:
+            raise ValueError("--message is only sent at --message-rate R (messages per second "
+                             "in all): add --message-rate, or leave --message out")
+        if self.message is not None and len(self.message) > 65536:
+            raise ValueError("--message is longer than 65,536 bytes")
         families = {ipaddress.ip_address(e.host).version for e in self.endpoints}
         if len(families) > 1:
             raise ValueError("targets mix IPv4 and IPv6; run one load per family")
         if self.sources is not None:
             if not self.sources:
                 raise ValueError("--source gave no address")
-            if {ipaddress.ip_address(s).version for s in self.sources} != families:
-                raise ValueError("source addresses and targets must be the same IP version")
+            family = next(iter(families))
+            other = next((s for s in self.sources
+                          if ipaddress.ip_address(s).version != family), None)
+            if other is not None:
+                raise ValueError(f"--source {other} is not IPv{family} like the targets: "
+                                 f"give IPv{family} source addresses")
 
 
 @dataclass(frozen=True)
