@@ -12,7 +12,7 @@ from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console, stdout_console
 from tcpmax.cli.params import BYTES_PER_CONNECTION, COUNT, ENDPOINTS, SOURCES
-from tcpmax.host.inspect import LIVE_PROC, read_host
+from tcpmax.host.inspect import LIVE_PROC, proc_tree_problem, read_host
 from tcpmax.model.capacity import (
     DEFAULT_KERNEL_BYTES_PER_SOCKET,
     DEFAULT_USER_BYTES_PER_CONNECTION,
@@ -201,6 +201,9 @@ def _verdict(a: TargetAssessment) -> str:
     if a.sysctls:
         parts.append(f"{len(a.sysctls)} sysctl change(s)")
     with_ = ", ".join(parts)
+    if a.unknown:
+        return (f"cannot judge whether {format_count(a.target)} is reachable "
+                f"{_ROLE_TITLES[a.role.value]}: unknown {'; '.join(a.unknown)}.")
     if a.reachable:
         return f"{format_count(a.target)} is reachable {_ROLE_TITLES[a.role.value]} with {with_}."
     return (f"{format_count(a.target)} is NOT reachable {_ROLE_TITLES[a.role.value]} on this "
@@ -294,6 +297,9 @@ def doctor(target: int | None, sources: int | None, endpoints: int, measure: boo
       tcpmax doctor --target 200k --sources 4 --endpoints 2 --json
     """
     err = stderr_console()
+    problem = proc_tree_problem(proc_root)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--proc-root")
     measurement = None
     if measure:
         if proc_root.resolve() != LIVE_PROC:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,24 @@ __all__ = ["prove"]
 
 _STYLE = {Verdict.CONFIRMED: "green", Verdict.REFUTED: "bold red",
           Verdict.INCONCLUSIVE: "yellow", Verdict.SKIPPED: "dim"}
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the report could not be written to `path`, found before a minute of experiments
+    rather than after; None if it can. Tries the real thing: permissions, a read-only or full
+    file system, and /proc-like trees all answer differently than os.access predicts."""
+    if not path.parent.is_dir():
+        return f"directory {path.parent} does not exist"
+    existed = path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | (0 if existed else os.O_CREAT | os.O_EXCL),
+                     0o644)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    if not existed:
+        path.unlink()
+    return None
 
 
 def _table(outcomes: list[Outcome]) -> Table:
@@ -74,9 +93,11 @@ def prove(claims: tuple[str, ...], scale: bool, as_json: bool,
         ids = normalize_ids(claims)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="CLAIM") from None
-    if report_path is not None and not report_path.parent.exists():
-        raise click.BadParameter(f"directory {report_path.parent} does not exist",
-                                 param_hint="--report")
+    if report_path is not None:
+        problem = _unwritable(report_path)
+        if problem is not None:
+            raise click.BadParameter(f"cannot write {report_path}: {problem}",
+                                     param_hint="--report")
     err = stderr_console()
     err.print(f"tcpmax prove: {len(ids)} claim(s): {' '.join(ids)}", highlight=False)
     status = err.status("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import click
@@ -26,6 +27,9 @@ from tcpmax.model.target import assess_target
 from tcpmax.model.units import format_count
 
 __all__ = ["tune"]
+
+
+DEFAULT_STATE_DIR = Path("/var/lib/tcpmax")
 
 
 def _require_root(what: str) -> None:
@@ -53,7 +57,7 @@ def _require_root(what: str) -> None:
               help="Only the sysctls that belong to a network namespace (somaxconn, port "
                    "range, ...): safe inside a container or `ip netns exec`.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("/var/lib/tcpmax"), show_default=True,
+              default=DEFAULT_STATE_DIR, show_default=True,
               help="Where the backup of previous values is kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print what would change (or changed) "
                                                       "as JSON.")
@@ -116,7 +120,9 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
         for name, previous, value in done:
             out.print(f"{name}: {previous} -> {value}")
         if done:
-            out.print(f"previous values saved in {paths.backup}; undo with: tcpmax tune --revert")
+            undo = "tcpmax tune --revert" + (f" --state-dir {shlex.quote(str(state_dir))}"
+                                             if state_dir != DEFAULT_STATE_DIR else "")
+            out.print(f"previous values saved in {paths.backup}; undo with: {undo}")
         return
     if as_json:
         emit_json({"schema": "tcpmax.tune/1", "target": target, "role": role,

@@ -23,8 +23,8 @@ from typing import TypeVar
 
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange, Sockstat
 
-__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "read_host", "read_meminfo", "read_sockstat",
-           "read_sysctl", "sysctl_path"]
+__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "proc_tree_problem", "read_host", "read_meminfo",
+           "read_sockstat", "read_sysctl", "sysctl_path"]
 
 LIVE_PROC = Path("/proc")
 CAPABILITY_BITS = {
@@ -38,8 +38,17 @@ CAPABILITY_BITS = {
 T = TypeVar("T")
 
 
+# A sysctl name: dotted words of letters, digits, '_' and '-' (fs.file-max,
+# net.ipv4.ip_local_port_range). Nothing else, so a name read from a file (tune's backup) can
+# never become a path outside /proc/sys ("..", "/", empty parts).
+_SYSCTL_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
+
+
 def sysctl_path(name: str, proc_root: Path = LIVE_PROC) -> Path:
-    """``net.core.somaxconn`` -> ``/proc/sys/net/core/somaxconn``."""
+    """``net.core.somaxconn`` -> ``/proc/sys/net/core/somaxconn``; ValueError for anything that
+    is not a sysctl name."""
+    if not _SYSCTL_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a sysctl name (like net.core.somaxconn)")
     return proc_root / "sys" / name.replace(".", "/")
 
 
@@ -51,8 +60,15 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _natural(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"negative: {text.strip()!r}")
+    return value
+
+
 def _triple(text: str) -> tuple[int, int, int]:
-    values = _ints(text)
+    values = [_natural(x) for x in text.split()]
     if len(values) != 3:
         raise ValueError(f"expected three numbers, got {text!r}")
     return values[0], values[1], values[2]
@@ -144,6 +160,24 @@ def _reason(exc: BaseException) -> str:
     return f"unreadable: {exc}"
 
 
+def proc_tree_problem(proc_root: Path | str) -> str | None:
+    """Why `proc_root` is not a /proc tree (or a snapshot of one), or None if it is one.
+
+    A snapshot needs at least sys/ and one of the files doctor reads; anything else would make
+    every fact unknown and the report say nothing.
+    """
+    root = Path(proc_root)
+    if not root.is_dir():
+        return f"{root} is not a directory"
+    if not (root / "sys").is_dir():
+        return f"{root} has no sys/ directory: it is not a /proc tree or a snapshot of one"
+    if not any((root / rel).is_file() for rel in ("meminfo", "sys/fs/file-max", "self/limits",
+                                                    "sys/net/ipv4/ip_local_port_range")):
+        return (f"{root} has none of meminfo, sys/fs/file-max, self/limits, "
+                "sys/net/ipv4/ip_local_port_range: it is not a /proc snapshot")
+    return None
+
+
 def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
     """Read every fact tcpmax uses; see the module docstring."""
     root = Path(proc_root)
@@ -152,12 +186,14 @@ def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
     def get(name: str, reader: Callable[[], T]) -> T | None:
         try:
             return reader()
-        except (OSError, ValueError, KeyError, IndexError) as exc:
+        # A malformed file (a snapshot from elsewhere, a truncated copy) makes that one fact
+        # unknown with the reason; it never stops the report.
+        except (OSError, ValueError, KeyError, IndexError, TypeError, ArithmeticError) as exc:
             unknown[name] = _reason(exc)
             return None
 
     def sysctl_int(name: str) -> int | None:
-        return get(name, lambda: int(read_sysctl(name, root)))
+        return get(name, lambda: _natural(read_sysctl(name, root)))
 
     def sysctl_triple(name: str) -> tuple[int, int, int] | None:
         return get(name, lambda: _triple(read_sysctl(name, root)))

@@ -86,6 +86,9 @@ def _load(paths: TunePaths) -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as exc:
         raise TuneError(f"cannot read the tune backup {paths.backup}: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(k, {}), dict) for k in ("sysctls", "files")):
+        raise TuneError(f"the tune backup {paths.backup} is damaged: not what tune writes")
     return data
 
 
@@ -155,11 +158,25 @@ def revert_changes(paths: TunePaths = TunePaths()) -> list[tuple[str, str]]:
     if data.get("netns") != _netns_id(paths.proc_root):
         raise TuneError(f"{paths.backup} was saved in another network namespace; run "
                         "--revert inside that namespace")
+    sysctls, files = data.get("sysctls", {}), data.get("files", {})
+    # The backup is a file on disk: check every entry before writing anything.
+    for name, value in sysctls.items():
+        try:
+            sysctl_path(name, paths.proc_root)
+        except ValueError as exc:
+            raise TuneError(f"{paths.backup} is damaged: {exc}; nothing was restored") from exc
+        if not isinstance(value, str):
+            raise TuneError(f"{paths.backup} is damaged: the value of {name} is not text; "
+                            "nothing was restored")
+    for rel, text in files.items():
+        if rel not in (str(SYSCTL_FILE), str(LIMITS_FILE)) or not isinstance(text, str | None):
+            raise TuneError(f"{paths.backup} is damaged: it names the file {rel!r}, which "
+                            "tune never writes; nothing was restored")
     restored = []
-    for name, value in data.get("sysctls", {}).items():
+    for name, value in sysctls.items():
         _write(sysctl_path(name, paths.proc_root), value)
         restored.append((name, value))
-    for rel, text in data.get("files", {}).items():
+    for rel, text in files.items():
         target = paths.etc_root / rel
         if text is None:
             target.unlink(missing_ok=True)

@@ -102,6 +102,8 @@ class TargetAssessment:
     source_ips: int | None         # client and loopback roles
     nofile_single_process: int     # open-file limit for one process to hold the target alone
     sysctls: tuple[SysctlChange, ...]
+    # Limits that bind this role but could not be read: no verdict can rest on them.
+    unknown: tuple[str, ...] = ()
 
     @property
     def first_wall(self) -> Wall | None:
@@ -109,7 +111,9 @@ class TargetAssessment:
 
     @property
     def reachable(self) -> bool:
-        return all(w.fix.possible for w in self.walls)
+        """True only when every limit that binds was read and each wall has a fix: a limit
+        that is unknown never counts as no limit."""
+        return not self.unknown and all(w.fix.possible for w in self.walls)
 
 
 def headroom(value: int) -> int:
@@ -176,8 +180,10 @@ def assess_target(facts: HostFacts, target: int, role: Role, costs: Costs | None
         if _needs(facts.tcp_max_syn_backlog, backlog):
             want("net.ipv4.tcp_max_syn_backlog", facts.tcp_max_syn_backlog, backlog,
                  "half-open queue for the same burst")
+    unknown = tuple(dict.fromkeys(c.title for c in cap.constraints
+                                  if c.applies and c.limit is None))
     return TargetAssessment(target, role, cap, tuple(walls), processes, source_ips,
-                            nofile_one, tuple(sysctls.values()))
+                            nofile_one, tuple(sysctls.values()), unknown)
 
 
 _Want = Callable[[str, object, int | str, str], SysctlChange]
