@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import socket
 import sys
 
@@ -15,23 +16,39 @@ from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, refuse_unused
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
-from tcpmax.model.units import format_bytes, format_count
+from tcpmax.model.units import format_bytes, format_count, shown
 
 __all__ = ["load", "parse_sources", "resolve_targets"]
 
 MAX_SOURCES = 1 << 20
 
 
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?")
+
+
 def resolve_targets(texts: tuple[str, ...]) -> tuple[Endpoint, ...]:
+    """HOST:PORT targets as endpoints; a name is resolved only once the text is well formed."""
     endpoints: list[Endpoint] = []
     for text in texts:
+        scheme, slashes, _ = text.partition("://")
+        if slashes:
+            raise click.BadParameter(f"{shown(text)}: {shown(scheme)} URLs are not supported: "
+                                     "give HOST:PORT (plain TCP)", param_hint="TARGET")
         host, sep, ports = text.rpartition(":")
         bare = host.strip("[]")
         try:
             ipaddress.ip_address(bare)
         except ValueError:
-            if not sep or not bare:
-                raise click.BadParameter(f"{text!r} is not HOST:PORT or HOST:FIRST-LAST",
+            if not sep or not bare or not ports:
+                raise click.BadParameter(f"{shown(text)} is not HOST:PORT or HOST:FIRST-LAST",
+                                         param_hint="TARGET") from None
+            if not _HOSTNAME.fullmatch(bare):
+                raise click.BadParameter(f"{shown(bare)} is neither an IP address nor a host "
+                                         "name", param_hint="TARGET") from None
+            try:
+                parse_target(f"127.0.0.1:{ports}")     # the ports first: no lookup for a typo
+            except ValueError as exc:
+                raise click.BadParameter(str(exc).replace("127.0.0.1", bare),
                                          param_hint="TARGET") from None
             try:
                 bare = str(socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)[0][4][0])
