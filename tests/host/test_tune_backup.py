@@ -33,7 +33,7 @@ def test_a_name_that_is_not_a_sysctl_name_has_no_path(name):
 def test_a_backup_naming_a_path_outside_proc_sys_restores_nothing(paths, tmp_path):
     apply_changes([SysctlChange("net.core.somaxconn", None, "32768", "test")], paths)
     _tamper(paths, sysctls={"net.core.somaxconn": "4096", "../../../outside": "x"})
-    with pytest.raises(TuneError, match="damaged.*not a sysctl name"):
+    with pytest.raises(TuneError, match=r"damaged.*not a sysctl name"):
         revert_changes(paths)
     assert (paths.proc_root / "sys/net/core/somaxconn").read_text().strip() == "32768"
     assert not (tmp_path / "outside").exists()
