@@ -1,0 +1,173 @@
+"""The inputs a new user got wrong, one by one: each exits 2 with a message that names the
+option and its limit, and nothing starts (no process left, no port bound, no file written)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.cli.test_any_input import _run_in_process
+
+BIG = "9" * 400
+
+
+def nothing_runs_in_group(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    os.killpg(pgid, signal.SIGKILL)
+    return False
+
+
+def spawn(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", "from tcpmax.cli import main; main()", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, stdin=subprocess.DEVNULL)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    _out, err = proc.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while not nothing_runs_in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert nothing_runs_in_group(proc.pid), "a process of the run is still alive"
+    return proc.returncode, err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(("argv", "option", "limit"), [
+    (["plan", "--connections", "1e400"], "--connections", "at most 1,000,000,000,000"),
+    (["plan", "--connections", BIG], "--connections", "at most 1,000,000,000,000"),
+    (["plan", "--connections", "10M", "--memory", "9" * 320], "--memory", "at most"),
+    (["plan", "--connections", "10M", "--nofile", "5"], "--nofile", "at least 65"),
+    (["plan", "--connections", "10M", "--nofile", "3G"], "--nofile", "at most 2,147,483,584"),
+    (["plan", "--connections", "10M", "--port-range", "0-1000"], "--port-range", "1-65535"),
+    (["doctor", "--target", "1e400"], "--target", "at most 1,000,000,000"),
+    (["tune", "--target", BIG], "--target", "at most 1,000,000,000"),
+])
+def test_numbers_out_of_range_exit_2_naming_the_option_and_its_limit(argv, option, limit):
+    code, err = _run_in_process(argv)
+    assert code == 2
+    assert option in err and limit in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "option", "limit"), [
+    (["-n", "1e400"], "--connections", "at most 1,000,000,000"),
+    (["-n", "10", "--hold", "100000000000000000000"], "--hold", "at most 7d"),
+    (["-n", "10", "--rate", "1e400"], "--rate", "at most 1,000,000,000"),
+    (["-n", "10", "--connect-timeout", "1h"], "--connect-timeout", "at most 10m"),
+])
+def test_load_with_a_number_out_of_range_exits_2_before_connecting(argv, option, limit):
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", *argv))
+    assert code == 2 and option in err and limit in err
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["--backlog", "1e12"], "--backlog"),
+    (["--duration", "400d"], "--duration"),
+    (["--max-connections", BIG], "--max-connections"),
+])
+def test_serve_with_a_number_out_of_range_exits_2_and_binds_nothing(argv, option):
+    port = free_port()
+    code, err = finish(spawn("serve", "--port", str(port), *argv))
+    assert code == 2 and option in err
+    with socket.socket() as s:           # the port is still free: nothing listened
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_source_that_is_not_an_address_of_this_host_is_refused_before_connecting():
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "5",
+                             "--source", "198.18.0.77", "--hold", "0"))
+    assert code == 2
+    assert "--source 198.18.0.77 is not an address of this host" in err
+
+
+def test_a_source_of_the_other_ip_version_is_refused():
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "5", "--source", "::1"))
+    assert code == 2 and "--source ::1 is not IPv4" in err
+
+
+def test_an_ipv6_loopback_target_with_auto_sources_names_the_refusal():
+    code, err = finish(spawn("load", f"[::1]:{free_port()}", "-n", "5", "--hold", "0"))
+    assert code == 1
+    assert "ECONNREFUSED x 5" in err and "-9" not in err
+
+
+def test_a_message_without_a_rate_is_refused_as_doing_nothing():
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "1", "--message", "hi"))
+    assert code == 2 and "--message is only sent at --message-rate" in err
+
+
+def test_an_empty_message_is_refused():
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "1", "--message", "",
+                             "--message-rate", "1"))
+    assert code == 2 and "--message is empty" in err
+
+
+def test_serve_refuses_push_options_outside_push_mode():
+    code, err = finish(spawn("serve", "--port", "0", "--push-interval", "2s"))
+    assert code == 2 and "--push-interval does nothing without --mode push" in err
+
+
+def test_the_busy_port_in_a_ports_range_is_named():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        low = max(1024, port - 2)
+        code, err = finish(spawn("serve", "--ports", f"{low}-{low + 4}", "--duration", "1s"))
+    assert code == 2
+    assert f"127.0.0.1:{port} (in {low}-{low + 4})" in err and "--ports" in err
+
+
+def test_metrics_listen_on_ipv6_loopback():
+    code, err = finish(spawn("serve", "--port", "0", "--metrics", "[::1]:0", "--duration",
+                             "300ms", "--quiet"))
+    assert code == 0
+    assert "metrics: http://[::1]:" in err
+
+
+def test_an_address_in_brackets_is_printed_as_typed_not_as_markup():
+    code, err = finish(spawn("load", "[fd00::1]:x", "-n", "1"))
+    assert code == 2 and "[fd00::1]:x" in err
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_any_experiment(tmp_path):
+    code, err = _run_in_process(["prove", "C1", "--report", "/proc/report.html"])
+    assert code == 2 and "--report" in err and "cannot write /proc/report.html" in err
+    assert "claim(s)" not in err          # refused before the run was announced
+
+
+def test_doctor_refuses_a_proc_root_that_is_not_a_proc_tree(tmp_path):
+    code, err = _run_in_process(["doctor", "--proc-root", str(tmp_path)])
+    assert code == 2 and "--proc-root" in err and "not a /proc tree" in err
+
+
+@pytest.mark.parametrize("sink", ["full", "closed-pipe"])
+@pytest.mark.parametrize("argv", [["doctor"], ["plan", "--connections", "10M"],
+                                  ["tune", "--target", "1M", "--json"], ["--help"]])
+def test_a_full_or_closed_stdout_ends_cleanly(argv, sink):
+    cmd = [sys.executable, "-c", "from tcpmax.cli import main; main()", *argv]
+    if sink == "full":
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+        assert proc.returncode == 1 and "cannot write the output" in proc.stderr
+    else:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        p.stdout.close()                  # the reader is gone before the first byte
+        _out, stderr = p.communicate(timeout=30)
+        assert p.returncode in (0, 1) and "Traceback" not in stderr
