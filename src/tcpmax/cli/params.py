@@ -5,6 +5,7 @@ message that names the option and shows a valid example."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -40,8 +41,8 @@ from tcpmax.model.units import (
 __all__ = [
     "BACKLOG", "BYTES_PER_CONNECTION", "CONNECT_TIMEOUT", "COUNT", "CPUS", "DURATION",
     "DURATION_OR_ZERO", "ENDPOINTS", "FLEET_COUNT", "HOLD", "INTERVAL", "LISTEN_PORTS",
-    "NOFILE", "PORT_RANGE", "RATE", "SIZE", "SOURCES", "VIPS", "CountType", "DurationType",
-    "SizeType",
+    "NOFILE", "PORT_RANGE", "RATE", "RESERVE", "SIZE", "SOURCES", "VIPS", "CountType",
+    "DurationType", "FractionType", "SizeType",
     "given",
     "refuse_unused",
 ]
@@ -99,6 +100,26 @@ class DurationType(click.ParamType[float, Any]):
             return parse_duration(str(value), allow_zero=self.allow_zero, maximum=self.maximum)
         except UnitError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class FractionType(click.ParamType[float, Any]):
+    """A fraction in [low, high]; nan and inf are refused (a float compare would let nan in)."""
+
+    name = "FRACTION"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(str(value))
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and self.low <= number <= self.high):
+            self.fail(f"{shown(str(value))} is not a fraction from {self.low:g} to "
+                      f"{self.high:g} (e.g. 0.2)", param, ctx)
+        return number
 
 
 class PortRangeType(click.ParamType[PortRange, Any]):
@@ -159,3 +180,4 @@ SIZE = SizeType()
 DURATION = DurationType()
 DURATION_OR_ZERO = DurationType(allow_zero=True)
 PORT_RANGE = PortRangeType()
+RESERVE = FractionType(0.0, 0.95)

@@ -16,6 +16,7 @@ from tcpmax.cli.params import (
     LISTEN_PORTS,
     NOFILE,
     PORT_RANGE,
+    RESERVE,
     SIZE,
     VIPS,
 )
@@ -87,7 +88,7 @@ def render_plan(p: FleetPlan, console: Console) -> None:
               help="RAM per client machine [default: as --memory].")
 @click.option("--client-cores", type=CPUS, metavar="N",
               help="Cores per client machine [default: as --cores].")
-@click.option("--reserve", type=click.FloatRange(0, 0.95), default=0.2, show_default=True,
+@click.option("--reserve", type=RESERVE, default=0.2, show_default=True,
               help="Fraction of memory kept for the OS and the application itself.")
 @click.option("--port-range", type=PORT_RANGE, default="1024-65535", show_default=True,
               help="ip_local_port_range the clients will use.")

@@ -74,9 +74,12 @@ def parse_target(text: str) -> tuple[Endpoint, ...]:
     if not sep or not host:
         raise ValueError(f"{text!r} is not HOST:PORT or HOST:FIRST-LAST")
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{host!r} in {text!r} is not an IP address") from None
+    if address.is_multicast or address.is_unspecified or host == "255.255.255.255":
+        raise ValueError(f"{host} in {text!r} is not a unicast address: TCP connects to one "
+                         "host (give its address, e.g. 127.0.0.1)")
     first, dash, last = ports.partition("-")
     try:
         low, high = int(first), int(last if dash else first)

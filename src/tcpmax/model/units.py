@@ -32,7 +32,8 @@ class UnitError(ValueError):
     """The user typed a quantity tcpmax cannot read."""
 
 
-_COUNT_SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
+_COUNT_SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9,
+                 "t": 10**12, "T": 10**12}
 _COUNT_RE = re.compile(r"^\s*(?P<num>\d[\d_,]*(?:\.\d+)?|\.\d+)(?:[eE](?P<exp>\d+))?\s*"
                        r"(?P<suffix>[a-zA-Z]*)\s*$")
 # Beyond these nothing tcpmax takes makes sense, and a bigger exponent would only make
@@ -69,7 +70,7 @@ def parse_count(text: str, *, allow_zero: bool = False,
     The value is computed exactly (no float) and must not exceed `maximum`.
     """
     match = _COUNT_RE.match(text)
-    example = "use a whole number with an optional suffix k, M or G (e.g. 100k, 1M, 10M)"
+    example = "use a whole number with an optional suffix k, M, G or T (e.g. 100k, 1M, 10M)"
     if text.strip().startswith("-"):
         raise UnitError(f"{shown(text)} is negative: a count must be positive")
     if match is None or match["suffix"] not in _COUNT_SUFFIX:
