@@ -44,11 +44,25 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+def live_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that are still running. Zombies do not count: a worker whose
+    parent died first is reparented to init, which may take a second or two to reap it."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                          # it ended while we looked
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            live.append(int(stat.parent.name))
+    return live
+
+
 def group_is_empty(pgid: int) -> bool:
-    """No process is left in the process group `pgid` (one the test created with
+    """No process is left running in the process group `pgid` (one the test created with
     start_new_session=True, so nobody else's process can be in it)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return True
-    return False
+    return live_members(pgid) == []

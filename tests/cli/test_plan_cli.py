@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from tcpmax.cli import cli
+from tests.cli.conftest import error_line
 
 
 def run(*args):
@@ -35,10 +36,15 @@ def test_defaults_come_from_this_host():
     assert json.loads(result.output)["servers"]["machines"] >= 1
 
 
-@pytest.mark.parametrize("args", [
-    ["--connections", "0"], ["--connections", "10M", "--memory", "lots"],
-    ["--connections", "10M", "--port-range", "70000-80000"], [],
-    ["--connections", "10M", "--reserve", "1.5"],
+@pytest.mark.parametrize(("args", "option"), [
+    (["--connections", "0"], "--connections"),
+    (["--connections", "10M", "--memory", "lots"], "--memory"),
+    (["--connections", "10M", "--port-range", "70000-80000"], "--port-range"),
+    ([], "--connections"),
+    (["--connections", "10M", "--reserve", "1.5"], "--reserve"),
 ])
-def test_bad_input_exits_2(args):
-    assert run(*args).exit_code == 2
+def test_bad_input_exits_2_naming_the_option_and_starts_nothing(args, option, started):
+    result = CliRunner().invoke(cli, ["plan", *args])
+    assert result.exit_code == 2
+    assert option in error_line(result.output)
+    assert started.nothing() == []

@@ -25,23 +25,27 @@ def parse_ports(text: str) -> tuple[int, ...]:
     try:
         first, last = int(low), int(high if sep else low)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a port or a range like 9000-9009") from None
+        raise click.BadParameter(f"{text!r} is not a port or a range like 9000-9009",
+                                 param_hint="--ports") from None
     if not 1 <= first <= last <= 65535:
-        raise click.BadParameter(f"{text!r}: ports are 1-65535, low before high")
+        raise click.BadParameter(f"{text!r}: ports are 1-65535, low before high",
+                                 param_hint="--ports")
     if last - first >= 1000:
-        raise click.BadParameter(f"{text!r}: at most 1000 ports")
+        raise click.BadParameter(f"{text!r}: at most 1000 ports", param_hint="--ports")
     return tuple(range(first, last + 1))
 
 
 def parse_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9100)")
+        raise click.BadParameter(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9100)",
+                                 param_hint="--metrics")
     host = host.strip("[]") or "127.0.0.1"
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise click.BadParameter(f"{host!r} is not an IP address") from None
+        raise click.BadParameter(f"{host!r} is not an IP address",
+                                 param_hint="--metrics") from None
     return host, int(port)
 
 

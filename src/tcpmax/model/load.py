@@ -138,7 +138,7 @@ class LoadConfig:
             if not self.sources:
                 raise ValueError("--source gave no address")
             if {ipaddress.ip_address(s).version for s in self.sources} != families:
-                raise ValueError("source addresses and targets must be the same IP version")
+                raise ValueError("--source addresses and targets must be the same IP version")
 
 
 @dataclass(frozen=True)
