@@ -1,11 +1,18 @@
 """`tcpmax plan` from the command line."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tcpmax.cli import cli
+from tcpmax.model.capacity import (
+    DEFAULT_KERNEL_BYTES_PER_SOCKET,
+    DEFAULT_USER_BYTES_PER_CONNECTION,
+    MAX_PROCESSES,
+    per_process_connections,
+)
 from tests.cli.conftest import error_line
 
 
@@ -31,9 +38,23 @@ def test_text_plan_shows_machines_settings_and_source_ip_arithmetic():
 
 
 def test_defaults_come_from_this_host():
-    result = run("--connections", "1M", "--json")
-    assert result.exit_code == 0
-    assert json.loads(result.output)["servers"]["machines"] >= 1
+    # Without --memory, a server machine is this host: it holds (MemTotal x (1 - reserve)) /
+    # (kernel + user bytes per connection), unless its open files bind first (they do not at
+    # the default --nofile: about a million per process times MAX_PROCESSES). Ask for three
+    # such machines' worth and one connection more: exactly four machines, and only if the
+    # plan really used this host's memory.
+    mem_total = next(int(line.split()[1]) * 1024
+                     for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    by_memory = int(mem_total * (1 - 0.2)) // (DEFAULT_KERNEL_BYTES_PER_SOCKET
+                                                + DEFAULT_USER_BYTES_PER_CONNECTION)
+    by_fds = per_process_connections(1_048_576) * MAX_PROCESSES
+    per_machine = min(by_memory, by_fds)
+    result = run("--connections", str(3 * per_machine + 1), "--json")
+    assert result.exit_code == 0, result.output
+    servers = json.loads(result.output)["servers"]
+    assert servers["capacity"] == per_machine
+    assert servers["machines"] == 4
 
 
 @pytest.mark.parametrize(("args", "option"), [
