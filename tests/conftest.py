@@ -75,9 +75,8 @@ def _can_make_netns() -> bool:
 
 CAN_MAKE_NETNS = _can_make_netns()
 
-# `root` is the one marker for tests that need root and iproute2 (namespaces, their sysctls);
-# pytest_runtest_setup skips them otherwise. needs_netns is the same marker, by its old name.
-needs_netns = pytest.mark.root
+# `@pytest.mark.root` marks the tests that need root and iproute2 (namespaces, their
+# sysctls, cgroups); pytest_runtest_setup skips them otherwise.
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

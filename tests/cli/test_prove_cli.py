@@ -14,7 +14,6 @@ from click.testing import CliRunner
 
 from tcpmax.cli import cli
 from tests.cli.conftest import error_line
-from tests.conftest import needs_netns
 from tests.kernel import group_is_empty
 
 
@@ -57,7 +56,7 @@ def namespaces_of(pid):
     return [line for line in out.splitlines() if line.startswith(f"tcpmax-prove-{pid}-")]
 
 
-@needs_netns
+@pytest.mark.root
 def test_ctrl_c_midway_leaves_no_namespace_no_process_and_host_sysctls_unchanged():
     before = net_sysctls()
     proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "prove", "C2", "C3", "C11"],
@@ -94,7 +93,7 @@ def test_not_root_it_runs_on_loopback_and_says_why_it_is_not_isolated():
     assert all(o["verdict"] in ("CONFIRMED", "SKIPPED") for o in report["outcomes"])
 
 
-@needs_netns
+@pytest.mark.root
 def test_as_root_every_experiment_runs_and_the_key_measurements_hold(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "prove", "--json", "--report",
                              str(tmp_path / "r.html")], stdout=subprocess.PIPE,

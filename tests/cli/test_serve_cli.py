@@ -72,13 +72,18 @@ def test_bad_input_exits_2_naming_the_option_before_anything_starts(args, option
     assert started.nothing() == []
 
 
-def test_a_port_in_use_is_named_and_exits_2():
+def test_a_port_in_use_is_named_and_exits_2_starting_nothing(started):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
+    port = taken.getsockname()[1]
+    started.calls.clear()                   # the test's own listener is not serve's
+    started.sockets.add(taken.fileno())
     try:
-        result = CliRunner().invoke(cli, ["serve", "--port", str(taken.getsockname()[1])])
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port)])
         assert result.exit_code == 2
-        assert "in use" in result.output
+        message = error_line(result.output)
+        assert "in use" in message and str(port) in message
+        assert started.nothing() == []
     finally:
         taken.close()
