@@ -1,11 +1,19 @@
-"""Shared fixtures: a fake /proc tree builder and the root/netns guard."""
+"""Shared fixtures: a fake /proc tree, network namespaces a test owns, and the `root` marker.
+
+A test that counts sockets, TIME_WAIT or kernel counters does it where only its own sockets
+live: inside a network namespace it created (`in_own_netns`, `netns`), or, without root,
+filtered to its own ports (tests/kernel.py). Nothing here reads a host-wide counter.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,5 +73,54 @@ def _can_make_netns() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
-needs_netns = pytest.mark.skipif(not _can_make_netns(),
-                                 reason="needs root and iproute2 to create network namespaces")
+CAN_MAKE_NETNS = _can_make_netns()
+
+# `@pytest.mark.root` marks the tests that need root and iproute2 (namespaces, their
+# sysctls, cgroups); pytest_runtest_setup skips them otherwise.
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None and not CAN_MAKE_NETNS:
+        pytest.skip("needs root and iproute2 to create network namespaces")
+
+
+def in_own_netns(fn: Callable[[], Any], sysctls: dict[str, str] | None = None) -> Any:
+    """Run `fn` in a fresh network namespace with `sysctls` set there; return its result.
+
+    tcpmax's own sandbox does the work (the one `prove` uses): the namespace is named with
+    this pid, entered by a forked child with setns(2), and deleted on every path. `fn` must
+    return something JSON can carry; assert on it in the test, outside.
+    """
+    from tcpmax.lab.sandbox import in_namespace
+
+    return in_namespace(fn, sysctls)
+
+
+_netns_counter = itertools.count()
+
+
+@pytest.fixture
+def netns() -> Iterator[Callable[..., str]]:
+    """Make named namespaces for `ip netns exec`: `name = netns({"net.core.somaxconn": "8"})`.
+
+    Names carry this pid (tcpmax-test-PID-N); loopback is up; every one is deleted when the
+    test ends, whatever happened.
+    """
+    made: list[str] = []
+
+    def make(sysctls: dict[str, str] | None = None) -> str:
+        name = f"tcpmax-test-{os.getpid()}-{next(_netns_counter)}"
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        made.append(name)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
+                       capture_output=True)
+        for key, value in (sysctls or {}).items():
+            subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", f"{key}={value}"],
+                           check=True, capture_output=True)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tcpmax.cli import cli
+from tests.cli.conftest import error_line
 
 
 def run(*args):
@@ -77,14 +78,16 @@ def test_an_unreadable_proc_tree_is_reported_as_unknown_not_a_traceback(fake_pro
     assert "meminfo" in data["host"]["unknown"]
 
 
-@pytest.mark.parametrize("args", [
-    ["--target", "1Q"], ["--target", "-5"], ["--target", "0"], ["--bogus"],
-    ["--proc-root", "/nonexistent/proc"], ["--endpoints", "zero"],
+@pytest.mark.parametrize(("args", "option"), [
+    (["--target", "1Q"], "--target"), (["--target", "-5"], "--target"),
+    (["--target", "0"], "--target"), (["--bogus"], "--bogus"),
+    (["--proc-root", "/nonexistent/proc"], "--proc-root"), (["--endpoints", "zero"], "--endpoints"),
 ])
-def test_bad_input_exits_2_with_a_message(args):
+def test_bad_input_exits_2_naming_the_option_and_starts_nothing(args, option, started):
     result = run("doctor", *args)
     assert result.exit_code == 2
-    assert "Error" in result.output
+    assert option in error_line(result.output)
+    assert started.nothing() == []
 
 
 def test_module_entry_point_runs_and_bad_input_has_no_traceback():

@@ -1,11 +1,19 @@
 """`tcpmax plan` from the command line."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tcpmax.cli import cli
+from tcpmax.model.capacity import (
+    DEFAULT_KERNEL_BYTES_PER_SOCKET,
+    DEFAULT_USER_BYTES_PER_CONNECTION,
+    MAX_PROCESSES,
+    per_process_connections,
+)
+from tests.cli.conftest import error_line
 
 
 def run(*args):
@@ -30,15 +38,34 @@ def test_text_plan_shows_machines_settings_and_source_ip_arithmetic():
 
 
 def test_defaults_come_from_this_host():
-    result = run("--connections", "1M", "--json")
-    assert result.exit_code == 0
-    assert json.loads(result.output)["servers"]["machines"] >= 1
+    # Without --memory, a server machine is this host: it holds (MemTotal x (1 - reserve)) /
+    # (kernel + user bytes per connection), unless its open files bind first (they do not at
+    # the default --nofile: about a million per process times MAX_PROCESSES). Ask for three
+    # such machines' worth and one connection more: exactly four machines, and only if the
+    # plan really used this host's memory.
+    mem_total = next(int(line.split()[1]) * 1024
+                     for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    by_memory = int(mem_total * (1 - 0.2)) // (DEFAULT_KERNEL_BYTES_PER_SOCKET
+                                                + DEFAULT_USER_BYTES_PER_CONNECTION)
+    by_fds = per_process_connections(1_048_576) * MAX_PROCESSES
+    per_machine = min(by_memory, by_fds)
+    result = run("--connections", str(3 * per_machine + 1), "--json")
+    assert result.exit_code == 0, result.output
+    servers = json.loads(result.output)["servers"]
+    assert servers["capacity"] == per_machine
+    assert servers["machines"] == 4
 
 
-@pytest.mark.parametrize("args", [
-    ["--connections", "0"], ["--connections", "10M", "--memory", "lots"],
-    ["--connections", "10M", "--port-range", "70000-80000"], [],
-    ["--connections", "10M", "--reserve", "1.5"],
+@pytest.mark.parametrize(("args", "option"), [
+    (["--connections", "0"], "--connections"),
+    (["--connections", "10M", "--memory", "lots"], "--memory"),
+    (["--connections", "10M", "--port-range", "70000-80000"], "--port-range"),
+    ([], "--connections"),
+    (["--connections", "10M", "--reserve", "1.5"], "--reserve"),
 ])
-def test_bad_input_exits_2(args):
-    assert run(*args).exit_code == 2
+def test_bad_input_exits_2_naming_the_option_and_starts_nothing(args, option, started):
+    result = CliRunner().invoke(cli, ["plan", *args])
+    assert result.exit_code == 2
+    assert option in error_line(result.output)
+    assert started.nothing() == []

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tcpmax.cli import cli
+from tests.cli.conftest import error_line
 
 
 def test_a_bounded_run_serves_then_stops_by_itself_and_reports_json():
@@ -57,24 +58,32 @@ def test_sigterm_stops_it_with_exit_0_and_no_worker_left():
             os.kill(pid, 0)
 
 
-@pytest.mark.parametrize("args", [
-    ["--port", "99999"], ["--ports", "9000-8000"], ["--ports", "a-b"],
-    ["--port", "9000", "--ports", "9000-9001"], ["--host", "not-an-ip"],
-    ["--metrics", "nowhere"], ["--max-connections", "0"], ["--mode", "shout"],
-    ["--idle-timeout", "soon"], ["--workers", "0"],
+@pytest.mark.parametrize(("args", "option"), [
+    (["--port", "99999"], "--port"), (["--ports", "9000-8000"], "--ports"),
+    (["--ports", "a-b"], "--ports"), (["--port", "9000", "--ports", "9000-9001"], "--ports"),
+    (["--host", "not-an-ip"], "--host"), (["--metrics", "nowhere"], "--metrics"),
+    (["--max-connections", "0"], "--max-connections"), (["--mode", "shout"], "--mode"),
+    (["--idle-timeout", "soon"], "--idle-timeout"), (["--workers", "0"], "--workers"),
 ])
-def test_bad_input_exits_2_before_anything_starts(args):
+def test_bad_input_exits_2_naming_the_option_before_anything_starts(args, option, started):
     result = CliRunner().invoke(cli, ["serve", *args])
     assert result.exit_code == 2, result.output
+    assert option in error_line(result.output)
+    assert started.nothing() == []
 
 
-def test_a_port_in_use_is_named_and_exits_2():
+def test_a_port_in_use_is_named_and_exits_2_starting_nothing(started):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
+    port = taken.getsockname()[1]
+    started.calls.clear()                   # the test's own listener is not serve's
+    started.sockets.add(taken.fileno())
     try:
-        result = CliRunner().invoke(cli, ["serve", "--port", str(taken.getsockname()[1])])
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port)])
         assert result.exit_code == 2
-        assert "in use" in result.output
+        message = error_line(result.output)
+        assert "in use" in message and str(port) in message
+        assert started.nothing() == []
     finally:
         taken.close()

@@ -5,12 +5,12 @@ import os
 import resource
 import subprocess
 import sys
-import uuid
 from pathlib import Path
+
+import pytest
 
 from tcpmax.host.inspect import read_host
 from tcpmax.model.facts import PortRange
-from tests.conftest import needs_netns
 
 
 def test_reads_every_limit_from_a_proc_tree(fake_proc):
@@ -92,18 +92,10 @@ def test_live_host_lists_loopback_among_its_addresses():
     assert f.loopback_sources == 2**24 - 2
 
 
-@needs_netns
-def test_inside_a_network_namespace_doctor_reports_that_namespaces_port_range():
-    ns = f"tcpmax-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        "net.ipv4.ip_local_port_range=40000 40999"], check=True)
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "tcpmax",
-                              "doctor", "--json"], check=True, capture_output=True, text=True)
-        reported = json.loads(out.stdout)["host"]["port_range"]
-        assert (reported["low"], reported["high"], reported["size"]) == (40000, 40999, 1000)
-        host_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-        assert host_low != 40000
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+@pytest.mark.root
+def test_inside_a_network_namespace_doctor_reports_that_namespaces_port_range(netns):
+    ns = netns({"net.ipv4.ip_local_port_range": "40000 40999"})
+    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "tcpmax",
+                          "doctor", "--json"], check=True, capture_output=True, text=True)
+    reported = json.loads(out.stdout)["host"]["port_range"]
+    assert (reported["low"], reported["high"], reported["size"]) == (40000, 40999, 1000)

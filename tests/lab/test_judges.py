@@ -6,6 +6,7 @@ from tcpmax.lab import (
     c01_four_tuple,
     c02_one_port,
     c03_port_range,
+    c04_port_reuse,
     c05_more_ips,
     c06_fd_limits,
     c07_memory,
@@ -53,6 +54,28 @@ def c3(peak, expected=1_000, requested=1_500, refused=500, usable=1_000):
 ])
 def test_c3_wants_the_exact_port_range_then_eaddrnotavail(m, verdict):
     assert c03_port_range.judge(m)[0] is verdict
+
+
+def c4(both, peak, errors=None, usable=1_000):
+    return dict(same_port=dict(local="127.0.0.2:40000",
+                               endpoints=["127.0.0.1:9000", "127.0.0.1:9001"], both=both),
+                usable_ports=usable, port_range="40000-40999", requested=usable + 500,
+                peak=peak, endpoints=3, errors=errors or {})
+
+
+@pytest.mark.parametrize(("m", "verdict"), [
+    (c4(True, 1_500), C),                                    # one port, two endpoints; > range
+    (c4(True, 1_001), C),                                    # one more than the range is enough
+    (c4(False, 1_500), R),                                   # a port could not serve two
+    (c4(False, 1_000, {"EADDRNOTAVAIL": 500}), R),
+    (c4(True, 1_000, {"EADDRNOTAVAIL": 500}), INC),          # stuck at the range: not shown
+    (c4(True, 1_500, {"ETIMEDOUT": 3}), INC),                # past the range, but with errors
+])
+def test_c4_wants_one_port_on_two_endpoints_and_more_than_the_range(m, verdict):
+    got, reason = c04_port_reuse.judge(m)
+    assert got is verdict
+    if verdict is C:
+        assert f"{m['peak']:,}" in reason and f"{m['usable_ports']:,}" in reason
 
 
 @pytest.mark.parametrize(("one", "many", "verdict"), [(1_000, 3_000, C), (1_000, 1_000, R),

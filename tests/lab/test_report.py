@@ -1,6 +1,7 @@
 """The HTML report, rendered for real in headless Chromium: not blank, and holds the table."""
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -10,6 +11,7 @@ from PIL import Image
 
 from tcpmax.lab.report import render_html
 from tcpmax.lab.runner import prove
+from tests.conftest import CAN_MAKE_NETNS
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
@@ -18,11 +20,18 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+CLAIMS = ["C1", "C8", "C9", "C12"]
+
+
 @pytest.fixture(scope="module")
-def report_file(tmp_path_factory):
-    report = prove(["C1", "C8", "C9", "C12"])
+def proved():
+    return prove(CLAIMS)
+
+
+@pytest.fixture(scope="module")
+def report_file(proved, tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "report.html"
-    path.write_text(render_html(report))
+    path.write_text(render_html(proved))
     return path
 
 
@@ -40,12 +49,21 @@ def test_the_report_is_one_self_contained_file(report_file):
     assert 'src="' not in html and "<link" not in html     # nothing fetched
 
 
-def test_the_rendered_page_holds_the_verdict_table(report_file):
+def test_the_rendered_page_holds_the_verdict_table(proved, report_file):
     dom = chromium("--dump-dom", report_file.as_uri()).stdout
-    assert 'id="verdicts"' in dom
-    for cid in ("C1", "C8", "C9", "C12"):
-        assert f'href="#{cid}"' in dom
-    assert dom.count("CONFIRMED") >= 4
+    table = dom[dom.index('id="verdicts"'):dom.index("</table>")]
+    rows = re.findall(r'<td><a href="#(C\d+)">\1</a></td>\s*<td>.*?</td>\s*'
+                      r'<td class="verdict"[^>]*>(\w+)</td>', table, re.DOTALL)
+    # One row per claim run, in order, each with the verdict its experiment computed.
+    assert rows == [(o.id, o.verdict.value) for o in proved.outcomes]
+    assert [cid for cid, _ in rows] == CLAIMS
+    verdicts = dict(rows)
+    if not CAN_MAKE_NETNS:
+        # Without root C9 runs on the host's loopback, or is skipped when it cannot.
+        assert verdicts.pop("C9") in ("CONFIRMED", "SKIPPED")
+    assert set(verdicts.values()) == {"CONFIRMED"}
+    # And each verdict appears once more, over its evidence section.
+    assert dom.count('class="verdict"') == 2 * len(CLAIMS)
 
 
 def test_the_screenshot_is_not_blank_and_shows_the_table(report_file, tmp_path):

@@ -10,7 +10,7 @@ import click
 
 from tcpmax.cli.output import emit_json, stdout_console
 from tcpmax.cli.params import COUNT, ENDPOINTS, SOURCES
-from tcpmax.host.inspect import read_host
+from tcpmax.host.inspect import LIVE_PROC, proc_tree_problem, read_host
 from tcpmax.host.tune import (
     LIMITS_FILE,
     SYSCTL_FILE,
@@ -59,11 +59,15 @@ def _require_root(what: str) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               default=DEFAULT_STATE_DIR, show_default=True,
               help="Where the backup of previous values is kept.")
+@click.option("--proc-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=LIVE_PROC, show_default=True,
+              help="Read (and with --apply, write) the sysctls of a copy of /proc instead of "
+                   "this one's.")
 @click.option("--json", "as_json", is_flag=True, help="Print what would change (or changed) "
                                                       "as JSON.")
 def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_apply: bool,
          persist: bool, revert: bool, namespaced_only: bool, state_dir: Path,
-         as_json: bool) -> None:
+         proc_root: Path, as_json: bool) -> None:
     """Print, apply or revert the kernel settings a connection target needs.
 
     By default nothing changes: it prints a sysctl.d file and the open-file limits
@@ -78,7 +82,10 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
       ip netns exec lab tcpmax tune --target 1M --apply --namespaced-only
     """
     out = stdout_console()
-    paths = TunePaths(state_dir=state_dir)
+    problem = proc_tree_problem(proc_root)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--proc-root")
+    paths = TunePaths(proc_root=proc_root, state_dir=state_dir)
     if revert:
         if do_apply or target is not None:
             raise click.UsageError("--revert takes no --target or --apply")
@@ -99,7 +106,7 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
         raise click.UsageError("--persist goes with --apply")
     if do_apply:
         _require_root("--apply")
-    facts = read_host()
+    facts = read_host(proc_root)
     assessment = assess_target(facts, target, Role(role), sources=sources, endpoints=endpoints)
     changes = [c for c in assessment.sysctls if c.namespaced or not namespaced_only]
     nofile = assessment.nofile_single_process
