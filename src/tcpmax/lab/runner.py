@@ -95,7 +95,10 @@ def prove(ids: list[str], *, connections: int = 100_000,
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             outcome = _failed(mod, cid, f"the experiment could not complete: {detail}",
                               Verdict.INCONCLUSIVE, time.monotonic() - t0)
-        if cid == "C7" and "kernel_bytes_per_socket" in outcome.measurements:
+        # C12 sizes machines with C7's figure only when C7 judged it plausible: a Slab delta
+        # disturbed by other programs (a busy host) must not turn into a wrong fleet plan.
+        if (cid == "C7" and outcome.verdict is Verdict.CONFIRMED
+                and "kernel_bytes_per_socket" in outcome.measurements):
             ctx = dataclasses.replace(ctx, kernel_bytes=outcome.measurements[
                 "kernel_bytes_per_socket"])
         outcomes.append(outcome)
