@@ -21,12 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tcpmax.host.process import read_status
+from tcpmax.host.procfs import LIVE_PROC, read_sysctl, sysctl_path
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange, Sockstat
 
-__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "read_host", "read_meminfo", "read_sockstat",
-           "read_sysctl", "sysctl_path"]
+__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "read_host", "read_meminfo", "read_netstat",
+           "read_port_range", "read_reserved_ports", "read_sockstat", "read_sysctl",
+           "sysctl_path"]
 
-LIVE_PROC = Path("/proc")
 CAPABILITY_BITS = {
     "CAP_NET_BIND_SERVICE": 10,
     "CAP_NET_ADMIN": 12,
@@ -36,15 +38,6 @@ CAPABILITY_BITS = {
 }
 
 T = TypeVar("T")
-
-
-def sysctl_path(name: str, proc_root: Path = LIVE_PROC) -> Path:
-    """``net.core.somaxconn`` -> ``/proc/sys/net/core/somaxconn``."""
-    return proc_root / "sys" / name.replace(".", "/")
-
-
-def read_sysctl(name: str, proc_root: Path = LIVE_PROC) -> str:
-    return sysctl_path(name, proc_root).read_text().strip()
 
 
 def _ints(text: str) -> list[int]:
@@ -64,6 +57,16 @@ def _port_ranges(text: str) -> tuple[PortRange, ...]:
         low, _, high = part.partition("-")
         out.append(PortRange(int(low), int(high or low)))
     return tuple(out)
+
+
+def read_port_range(proc_root: Path = LIVE_PROC) -> PortRange:
+    """net.ipv4.ip_local_port_range: the ports connect() picks from (this namespace's)."""
+    return PortRange(*_ints(read_sysctl("net.ipv4.ip_local_port_range", proc_root)))
+
+
+def read_reserved_ports(proc_root: Path = LIVE_PROC) -> tuple[PortRange, ...]:
+    """net.ipv4.ip_local_reserved_ports: ports inside the range that connect() skips."""
+    return _port_ranges(read_sysctl("net.ipv4.ip_local_reserved_ports", proc_root))
 
 
 def read_meminfo(proc_root: Path = LIVE_PROC) -> dict[str, int]:
@@ -88,6 +91,17 @@ def read_sockstat(proc_root: Path = LIVE_PROC) -> Sockstat:
                     tcp["alloc"], tcp["mem"])
 
 
+def read_netstat(proc_root: Path = LIVE_PROC) -> dict[str, dict[str, int]]:
+    """net/netstat counters (this network namespace's) by section, e.g.
+    ``read_netstat()["TcpExt"]["ListenOverflows"]``."""
+    lines = (proc_root / "net" / "netstat").read_text().splitlines()
+    out = {}
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        section, _, names = head.partition(":")
+        out[section] = dict(zip(names.split(), map(int, values.split()[1:]), strict=True))
+    return out
+
+
 def _nofile(proc_root: Path) -> tuple[int, int]:
     for line in (proc_root / "self" / "limits").read_text().splitlines():
         if line.startswith("Max open files"):
@@ -97,14 +111,6 @@ def _nofile(proc_root: Path) -> tuple[int, int]:
             return (big if soft == "unlimited" else int(soft),
                     big if hard == "unlimited" else int(hard))
     raise ValueError("no 'Max open files' line")
-
-
-def _status(proc_root: Path) -> dict[str, str]:
-    out = {}
-    for line in (proc_root / "self" / "status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
 
 
 def _cpu_count(status: dict[str, str], proc_root: Path) -> int:
@@ -164,11 +170,9 @@ def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
 
     nofile = get("RLIMIT_NOFILE", lambda: _nofile(root))
     file_nr = get("fs.file-nr", lambda: _ints(read_sysctl("fs.file-nr", root)))
-    port_range = get("net.ipv4.ip_local_port_range",
-                     lambda: PortRange(*_ints(read_sysctl("net.ipv4.ip_local_port_range",
-                                                          root))))
+    port_range = get("net.ipv4.ip_local_port_range", lambda: read_port_range(root))
     meminfo = get("meminfo", lambda: read_meminfo(root)) or {}
-    status = get("self/status", lambda: _status(root)) or {}
+    status = get("self/status", lambda: read_status("self", root)) or {}
     conntrack_max = sysctl_int("net.netfilter.nf_conntrack_max")
     conntrack_count = (sysctl_int("net.netfilter.nf_conntrack_count")
                        if conntrack_max is not None else None)
@@ -184,8 +188,8 @@ def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
         file_max=sysctl_int("fs.file-max"),
         files_allocated=file_nr[0] if file_nr else None,
         port_range=port_range,
-        reserved_ports=get("net.ipv4.ip_local_reserved_ports", lambda: _port_ranges(
-            read_sysctl("net.ipv4.ip_local_reserved_ports", root))),
+        reserved_ports=get("net.ipv4.ip_local_reserved_ports",
+                           lambda: read_reserved_ports(root)),
         somaxconn=sysctl_int("net.core.somaxconn"),
         tcp_max_syn_backlog=sysctl_int("net.ipv4.tcp_max_syn_backlog"),
         tcp_mem_pages=sysctl_triple("net.ipv4.tcp_mem"),
