@@ -23,9 +23,9 @@ from typing import Any
 
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import CONTROL_RELEASE_MS, new_histogram, run_load_worker
-from tcpmax.engine.server import raise_nofile
 from tcpmax.engine.supervisor import Supervisor
 from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_sockstat
+from tcpmax.host.process import process_memory, raise_nofile
 from tcpmax.model.errors import classify
 from tcpmax.model.facts import PortRange
 from tcpmax.model.load import (
@@ -126,19 +126,6 @@ def _percentiles(encoded: list[str]) -> dict[str, int] | None:
             "max": h.get_max_value(), "count": h.get_total_count()}
 
 
-def _memory(pids: list[int]) -> tuple[int, int]:
-    rss = private = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                key, _, rest = line.partition(":")
-                if key == "Rss":
-                    rss += int(rest.split()[0]) * 1024
-                elif key in ("Private_Clean", "Private_Dirty"):
-                    private += int(rest.split()[0]) * 1024
-    return rss, private
-
-
 class LoadRun:
     def __init__(self, cfg: LoadConfig, proc_root: Path = LIVE_PROC) -> None:
         self.cfg = cfg
@@ -146,7 +133,7 @@ class LoadRun:
         port_range = facts.port_range or PortRange(32768, 60999)
         ports = usable_port_list(port_range, facts.reserved_ports or ())
         self.ports = ports
-        hard = raise_nofile()
+        nofile = raise_nofile()
         cores = len(os.sched_getaffinity(0))
         sources = cfg.sources
         if sources is None:
@@ -155,7 +142,7 @@ class LoadRun:
                                                           len(ports)))
             else:
                 sources = route_sources(cfg.endpoints[0].host)
-        self.plan: LoadPlan = plan_load(cfg, sources, len(ports), hard, cores)
+        self.plan: LoadPlan = plan_load(cfg, sources, len(ports), nofile, cores)
         # One row per worker plus a control row (the release time).
         self.table = CounterTable(self.plan.workers + 1)
         self.control = self.plan.workers
@@ -218,7 +205,8 @@ class LoadRun:
             if not state["released"] and all(rows[i][Col.RAMP_DONE_MS] for i in live):
                 state["released"] = True
                 state["ramp_done"] = now - started
-                state["mem"] = _memory(sup.alive())
+                memory = process_memory(sup.alive())
+                state["mem"] = (memory.rss, memory.private)
                 state["mem_avail"] = read_meminfo().get("Slab")
                 state["sock"] = read_sockstat()
                 self.table.set(self.control, Col(CONTROL_RELEASE_MS),
