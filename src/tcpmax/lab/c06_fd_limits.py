@@ -93,4 +93,5 @@ def run(ctx: Context) -> Outcome:
         f"tcpmax load, {m['multi_workers']} processes: {m['multi_peak']:,} of "
         f"{m['multi_requested']:,}",
         f"ENFILE (fs.file-max {m['file_max']:,}) is not provoked: it is host-wide, and the "
-        "kernel lets CAP_SYS_ADMIN past it (root held 2.6M files over it in our benchmarks)"])
+        "kernel lets CAP_SYS_ADMIN past it (see docs/benchmarks.md, section \"The stretch: "
+        "toward 2,000,000\")"])

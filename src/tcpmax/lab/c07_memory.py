@@ -45,7 +45,8 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
         return Verdict.CONFIRMED, (
             f"the kernel spends {k:,} B per idle socket (several KB, as claimed); the "
             f"application part depends on its design: tcpmax serve adds "
-            f"{m['serve_user_bytes_per_connection']:,} B (asyncio about 2 KB in our benchmarks)")
+            f"{m['serve_user_bytes_per_connection']:,} B (asyncio's, for comparison: "
+            "docs/benchmarks.md, section \"User-space bytes per held connection\")")
     if k < LOW:
         return Verdict.REFUTED, f"only {k:,} B of kernel memory per socket"
     return Verdict.REFUTED, f"{k:,} B per socket: more than tens of KB"
