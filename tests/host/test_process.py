@@ -1,11 +1,11 @@
-"""Per-process readings: the open-file limit, status and smaps_rollup, from fake and live trees."""
+"""Per-process readings (open-file limit, status, smaps_rollup), netstat and routes."""
 
 import os
 import resource
 import subprocess
 import sys
 
-from tcpmax.host.inspect import read_netstat
+from tcpmax.host.inspect import read_netstat, read_route
 from tcpmax.host.process import (
     parse_smaps_rollup,
     process_memory,
@@ -88,3 +88,8 @@ def test_netstat_sections_pair_header_and_value_lines(tmp_path):
     assert sections["TcpExt"]["ListenOverflows"] == 5
     assert sections["TcpExt"]["ListenDrops"] == 7
     assert sections["IpExt"] == {"InNoRoutes": 2}
+
+
+def test_the_route_to_loopback_leaves_through_an_interface_holding_127_0_0_1():
+    route = read_route("127.0.0.1")
+    assert "127.0.0.1" in route.addresses

@@ -24,7 +24,7 @@ from typing import Any
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import CONTROL_RELEASE_MS, new_histogram, run_load_worker
 from tcpmax.engine.supervisor import Supervisor
-from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_sockstat
+from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, read_sockstat
 from tcpmax.host.process import process_memory, raise_nofile
 from tcpmax.model.errors import classify
 from tcpmax.model.facts import PortRange
@@ -93,23 +93,18 @@ class LoadResult:
 
 
 def route_sources(destination: str) -> tuple[str, ...]:
-    """The addresses of the interface that routes to `destination` (same IP version)."""
-    from pyroute2 import IPRoute
-
+    """The addresses of the interface that routes to `destination` (same IP version), the
+    kernel's preferred source first; LoadError when there is none."""
+    try:
+        route = read_route(destination)
+    except LookupError as exc:
+        raise LoadError(str(exc)) from exc
     version = ipaddress.ip_address(destination).version
-    with IPRoute() as ipr:
-        try:
-            route = ipr.route("get", dst=destination)[0]
-        except Exception as exc:       # pyroute2 raises NetlinkError subclasses
-            raise LoadError(f"no route to {destination}: {exc}") from exc
-        oif = route.get_attr("RTA_OIF")
-        preferred = route.get_attr("RTA_PREFSRC")
-        addrs = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=oif)]
-    usable = [a for a in addrs if ipaddress.ip_address(a).version == version
+    usable = [a for a in route.addresses if ipaddress.ip_address(a).version == version
               and not ipaddress.ip_address(a).is_link_local]
-    if preferred in usable:
-        usable.remove(preferred)
-        usable.insert(0, preferred)
+    if route.preferred in usable:
+        usable.remove(route.preferred)
+        usable.insert(0, route.preferred)
     if not usable:
         raise LoadError(f"the interface routing to {destination} has no IPv{version} address")
     return tuple(usable)

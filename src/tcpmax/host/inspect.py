@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ from tcpmax.host.procfs import LIVE_PROC, read_sysctl, sysctl_path
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange, Sockstat
 
 __all__ = ["CAPABILITY_BITS", "LIVE_PROC", "read_host", "read_meminfo", "read_netstat",
-           "read_port_range", "read_reserved_ports", "read_sockstat", "read_sysctl",
+           "read_port_range", "read_reserved_ports", "read_route", "read_sockstat", "read_sysctl",
            "sysctl_path"]
 
 CAPABILITY_BITS = {
@@ -140,6 +141,29 @@ def _addresses() -> tuple[LocalAddress, ...]:
             out.append(LocalAddress(names.get(msg["index"]), msg.get_attr("IFA_ADDRESS"),
                                     int(msg["prefixlen"])))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the kernel would reach one destination: its preferred source address (None when
+    the route names none) and every address of the outgoing interface."""
+    preferred: str | None
+    addresses: tuple[str, ...]
+
+
+def read_route(destination: str) -> Route:
+    """Ask the kernel (netlink, this network namespace) for its route to `destination`;
+    LookupError when it has none."""
+    from pyroute2 import IPRoute  # imported here, as in _addresses
+
+    with IPRoute() as ipr:
+        try:
+            route = ipr.route("get", dst=destination)[0]
+        except Exception as exc:       # pyroute2 raises NetlinkError subclasses
+            raise LookupError(f"no route to {destination}: {exc}") from exc
+        oif = route.get_attr("RTA_OIF")
+        addrs = tuple(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=oif))
+        return Route(route.get_attr("RTA_PREFSRC"), addrs)
 
 
 def _reason(exc: BaseException) -> str:
