@@ -128,6 +128,8 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
         events = poll(FLUSH_EVERY, 1024)
         for fd, ev in events:
             if held[fd]:
+                # Each path that keeps the connection ends in `continue`; falling through
+                # means it is gone (EOF, reset, a failed write) and is forgotten below.
                 if ev & EPOLLOUT:
                     buf = pending[fd]
                     try:
@@ -136,52 +138,45 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         continue
                     except OSError:
                         n = -1
-                    if n < 0:
-                        del pending[fd]
-                        held[fd] = 0
-                        n_open -= 1
-                        closed += 1
-                        close(fd)
+                    if n >= 0:
+                        bytes_out += n
+                        if n == len(buf):
+                            del pending[fd]
+                            ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+                        else:
+                            pending[fd] = buf[n:]
                         continue
-                    bytes_out += n
-                    if n == len(buf):
-                        del pending[fd]
-                        ep.modify(fd, EPOLLIN | EPOLLRDHUP)
-                    else:
-                        pending[fd] = buf[n:]
-                    continue
-                try:
-                    data = read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    pending.pop(fd, None)
-                    held[fd] = 0
-                    n_open -= 1
-                    closed += 1
-                    close(fd)
-                    continue
-                bytes_in += len(data)
-                if last is not None:
-                    last[fd] = now
-                if echo:
+                else:
                     try:
-                        n = write(fd, data)
+                        data = read(fd, READ_SIZE)
                     except BlockingIOError:
-                        n = 0
-                    except OSError:
-                        held[fd] = 0
-                        n_open -= 1
-                        closed += 1
-                        close(fd)
                         continue
-                    bytes_out += n
-                    if n < len(data):
-                        pending[fd] = data[n:]
-                        backpressure += 1
-                        ep.modify(fd, EPOLLOUT)
+                    except OSError:
+                        data = b""
+                    if data:
+                        bytes_in += len(data)
+                        if last is not None:
+                            last[fd] = now
+                        if not echo:
+                            continue
+                        try:
+                            n = write(fd, data)
+                        except BlockingIOError:
+                            n = 0
+                        except OSError:
+                            n = -1
+                        if n >= 0:
+                            bytes_out += n
+                            if n < len(data):
+                                pending[fd] = data[n:]
+                                backpressure += 1
+                                ep.modify(fd, EPOLLOUT)
+                            continue
+                pending.pop(fd, None)
+                held[fd] = 0
+                n_open -= 1
+                closed += 1
+                close(fd)
             elif fd == wake_r:
                 try:
                     signals = read(wake_r, 64)
