@@ -74,3 +74,15 @@ def test_the_child_dies_with_its_parent():
     else:
         os.kill(grandchild, signal.SIGKILL)
         raise AssertionError("the grandchild outlived its parent")
+
+
+def test_a_code_the_kernel_cannot_carry_exits_1_instead_of_escaping_into_the_caller():
+    r, w = os.pipe()
+    pid = fork_child(lambda: 300)
+    if pid == 0:             # only a child that came back from fork_child gets here
+        os.write(w, b"returned")
+        os._exit(0)
+    assert os.WEXITSTATUS(_wait(pid)) == 1
+    os.close(w)
+    assert os.read(r, 100) == b""
+    os.close(r)

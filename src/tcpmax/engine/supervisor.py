@@ -48,9 +48,10 @@ def fork_child(target: Callable[[], int | None]) -> int:
     """Fork; in the child, die with this process, run `target` and leave with os._exit.
 
     The exit code is what `target` returns (None is 0), a SystemExit's code, or 1 with the
-    traceback on stderr when it raises anything else. The child never returns into the
-    caller's code (no second run of its `finally` blocks, no atexit handlers, no flushing of
-    the parent's buffered files). Returns the child's pid, in the parent only.
+    traceback on stderr when it raises anything else (or returns a code outside 0-255).
+    The child never returns into the caller's code (no second run of its `finally` blocks,
+    no atexit handlers, no flushing of the parent's buffered files). Returns the child's
+    pid, in the parent only.
     """
     parent = os.getpid()
     pid = os.fork()
@@ -62,14 +63,16 @@ def fork_child(target: Callable[[], int | None]) -> int:
         result = target()
         code = 0 if result is None else result
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         with contextlib.suppress(BaseException):
             traceback.print_exc()
     finally:
         with contextlib.suppress(BaseException):
             sys.stderr.flush()
-        os._exit(code)
+        # Never let a bad code raise here: the exception would unwind into the caller's
+        # code, in the child.
+        os._exit(code if isinstance(code, int) and 0 <= code <= 255 else 1)
 
 
 def worker_signals() -> int:
