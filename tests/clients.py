@@ -1,4 +1,5 @@
-"""Test clients that share no code with tcpmax: plain sockets, forked processes.
+"""Test clients that share no code with tcpmax: plain sockets, forked processes (only the
+socket option values come from tcpmax.engine.sockopts, where they are spelled once).
 
 They are the "independent client" of the acceptance tests. Each process opens its share of
 connections from its own loopback source address (127.0.0.0/8 is all local), so one process
@@ -11,20 +12,18 @@ import os
 import resource
 import signal
 import socket
-import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-RST = struct.pack("ii", 1, 0)
-IP_BIND_ADDRESS_NO_PORT = 24
+from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
 
 
 def connect_many(address: tuple[str, int], count: int, source: str) -> list[socket.socket]:
     socks = []
     for _ in range(count):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
         s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         s.bind((source, 0))
         s.connect(address)

@@ -17,9 +17,10 @@ import pytest
 from tcpmax.engine.counters import Col, CounterTable
 from tcpmax.engine.serve_worker import run_worker
 from tcpmax.engine.server import Server
+from tcpmax.engine.sockopts import set_linger_reset
 from tcpmax.host.inspect import read_sockstat
 from tcpmax.model.serve import Mode, ServeConfig
-from tests.clients import RST, connect_many, held_connections
+from tests.clients import connect_many, held_connections
 from tests.conftest import CAN_MAKE_NETNS, in_own_netns
 from tests.kernel import tcp_sockets_on
 
@@ -154,7 +155,7 @@ def test_echo_stops_reading_from_a_client_that_does_not_read():
         # rest waits in kernel buffers, so the client could not send without limit.
         assert 0 <= st.bytes_in - st.bytes_out <= 65536
         assert sent < 3 * 4 * 1024 * 1024 * 4
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+        set_linger_reset(s)
         s.close()
 
 
@@ -196,7 +197,7 @@ def test_garbage_slow_readers_half_closes_and_resets_do_not_stop_it():
         half.sendall(b"last words")
         half.shutdown(socket.SHUT_WR)
         reset = socket.create_connection(addr)
-        reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+        set_linger_reset(reset)
         reset.sendall(b"bye")
         reset.close()
         half.settimeout(5)

@@ -91,7 +91,7 @@ def _limits_table(h: HostFacts) -> Table:
         ("MemTotal / MemAvailable",
          f"{format_bytes(h.mem_total)} / {format_bytes(h.mem_available)}",
          "kernel socket memory plus the program's own"),
-        ("sockets now (/proc/net/sockstat)", sockstat, ""),
+        ("sockets now (the kernel's sockstat)", sockstat, ""),
         ("user / capabilities",
          f"uid {_fmt(h.euid)}; {caps}", "what may be changed from here"),
     ]
@@ -279,7 +279,7 @@ def render_doctor(report: DoctorReport, console: Console) -> None:
                    "(tcpmax serve ~100, asyncio ~2,600).")
 @click.option("--proc-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=LIVE_PROC, show_default=True,
-              help="Read a copy of /proc (from another machine) instead of this one's.")
+              help=f"Read a copy of {LIVE_PROC} (from another machine) instead of this one's.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (schema tcpmax.doctor/1, see docs/json.md).")
 def doctor(target: int | None, sources: int | None, endpoints: int, measure: bool,

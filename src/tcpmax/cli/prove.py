@@ -24,7 +24,7 @@ _STYLE = {Verdict.CONFIRMED: "green", Verdict.REFUTED: "bold red",
 def _unwritable(path: Path) -> str | None:
     """Why the report could not be written to `path`, found before a minute of experiments
     rather than after; None if it can. Tries the real thing: permissions, a read-only or full
-    file system, and /proc-like trees all answer differently than os.access predicts."""
+    file system, and kernel pseudo-file systems all answer differently than os.access predicts."""
     if not path.parent.is_dir():
         return f"directory {path.parent} does not exist"
     existed = path.exists()

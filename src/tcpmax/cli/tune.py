@@ -61,8 +61,8 @@ def _require_root(what: str) -> None:
               help="Where the backup of previous values is kept.")
 @click.option("--proc-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=LIVE_PROC, show_default=True,
-              help="Read (and with --apply, write) the sysctls of a copy of /proc instead of "
-                   "this one's.")
+              help="Read (and with --apply, write) the sysctls of a copy of the proc tree "
+                   "(from another machine) instead of this one's.")
 @click.option("--json", "as_json", is_flag=True, help="Print what would change (or changed) "
                                                       "as JSON.")
 def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_apply: bool,

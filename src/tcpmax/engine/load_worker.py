@@ -33,18 +33,17 @@ from collections.abc import Iterator
 from hdrh.histogram import HdrHistogram
 
 from tcpmax.engine.counters import Col, CounterTable
-from tcpmax.engine.supervisor import worker_signals
+from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
+from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 
 __all__ = ["CONTROL_RELEASE_MS", "new_histogram", "run_load_worker"]
 
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
 FREE, CONNECTING, ESTABLISHED = 0, 1, 2
 TICK = 0.05
 CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
-_RST = struct.pack("ii", 1, 0)
 _ERR_COL = {getattr(errno, c.name[4:]): c for c in Col
             if c.name.startswith("ERR_") and c.name != "ERR_OTHER"}
 
@@ -69,11 +68,7 @@ def _attempts(shares: tuple[Share, ...], sources: list[str],
 def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share, ...],
                     table: CounterTable, slot: int, control: int, workers: int,
                     ports: list[int] | None, result_w: int) -> None:
-    row = table.row(slot)
-    row[Col.PID] = os.getpid()
-    wake_r = worker_signals()
-
-    fd_limit = max(2, os.sysconf("SC_OPEN_MAX"))
+    row, wake_r, fd_limit, ep = worker_prologue(table, slot, sum(s.count for s in shares))
     state = bytearray(fd_limit)
     started = array("d", bytes(8 * fd_limit))
     source_of = array("I", bytes(4 * fd_limit))
@@ -89,8 +84,6 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     probing = cfg.message is None
     payload_pad = b"\0" * (cfg.message_size - 16)
 
-    ep = select.epoll(min(sum(s.count for s in shares), 65536) + 8)
-    ep.register(wake_r, EPOLLIN)
     todo = _attempts(shares, sources, ports)
     exhausted = not shares
     now = time.monotonic()
@@ -132,7 +125,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     continue
                 try:
                     if reset:
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST)
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                     if explicit:
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                         s.bind((src, port))
@@ -251,18 +244,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 fd = state.find(CONNECTING, fd + 1)
             in_flight = 0
         if now >= next_flush or finished:
-            row[Col.OPEN] = n_open
-            row[Col.CONNECTED] = connected
-            row[Col.CONNECT_ERRORS] = failed
-            row[Col.ATTEMPTED] = attempted
-            row[Col.IN_FLIGHT] = in_flight
-            row[Col.BYTES_IN] = bytes_in
-            row[Col.BYTES_OUT] = bytes_out
-            row[Col.MSG_SENT] = sent
-            row[Col.MSG_RECV] = received
-            row[Col.PEER_CLOSED] = peer_closed
-            row[Col.HEARTBEAT_MS] = int(now * 1000)
-            next_flush = now + 0.1
+            flush_counters(row, now, (
+                (Col.OPEN, n_open), (Col.CONNECTED, connected), (Col.CONNECT_ERRORS, failed),
+                (Col.ATTEMPTED, attempted), (Col.IN_FLIGHT, in_flight),
+                (Col.BYTES_IN, bytes_in), (Col.BYTES_OUT, bytes_out), (Col.MSG_SENT, sent),
+                (Col.MSG_RECV, received), (Col.PEER_CLOSED, peer_closed)))
+            next_flush = now + FLUSH_EVERY
         if finished:
             break
 

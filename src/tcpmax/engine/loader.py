@@ -25,9 +25,9 @@ from typing import Any
 
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import CONTROL_RELEASE_MS, new_histogram, run_load_worker
-from tcpmax.engine.server import raise_nofile
 from tcpmax.engine.supervisor import Supervisor
-from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_sockstat
+from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, read_sockstat
+from tcpmax.host.process import process_memory, raise_nofile
 from tcpmax.model.errors import classify
 from tcpmax.model.facts import PortRange
 from tcpmax.model.load import (
@@ -95,23 +95,18 @@ class LoadResult:
 
 
 def route_sources(destination: str) -> tuple[str, ...]:
-    """The addresses of the interface that routes to `destination` (same IP version)."""
-    from pyroute2 import IPRoute
-
+    """The addresses of the interface that routes to `destination` (same IP version), the
+    kernel's preferred source first; LoadError when there is none."""
+    try:
+        route = read_route(destination)
+    except LookupError as exc:
+        raise LoadError(str(exc)) from exc
     version = ipaddress.ip_address(destination).version
-    with IPRoute() as ipr:
-        try:
-            route = ipr.route("get", dst=destination)[0]
-        except Exception as exc:       # pyroute2 raises NetlinkError subclasses
-            raise LoadError(f"no route to {destination}: {exc}") from exc
-        oif = route.get_attr("RTA_OIF")
-        preferred = route.get_attr("RTA_PREFSRC")
-        addrs = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=oif)]
-    usable = [a for a in addrs if ipaddress.ip_address(a).version == version
+    usable = [a for a in route.addresses if ipaddress.ip_address(a).version == version
               and not ipaddress.ip_address(a).is_link_local]
-    if preferred in usable:
-        usable.remove(preferred)
-        usable.insert(0, preferred)
+    if route.preferred in usable:
+        usable.remove(route.preferred)
+        usable.insert(0, route.preferred)
     if not usable:
         raise LoadError(f"the interface routing to {destination} has no IPv{version} address")
     return tuple(usable)
@@ -151,19 +146,6 @@ def _percentiles(encoded: list[str]) -> dict[str, int] | None:
             "max": h.get_max_value(), "count": h.get_total_count()}
 
 
-def _memory(pids: list[int]) -> tuple[int, int]:
-    rss = private = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                key, _, rest = line.partition(":")
-                if key == "Rss":
-                    rss += int(rest.split()[0]) * 1024
-                elif key in ("Private_Clean", "Private_Dirty"):
-                    private += int(rest.split()[0]) * 1024
-    return rss, private
-
-
 class LoadRun:
     def __init__(self, cfg: LoadConfig, proc_root: Path = LIVE_PROC) -> None:
         self.cfg = cfg
@@ -171,7 +153,7 @@ class LoadRun:
         port_range = facts.port_range or PortRange(32768, 60999)
         ports = usable_port_list(port_range, facts.reserved_ports or ())
         self.ports = ports
-        hard = raise_nofile()
+        nofile = raise_nofile()
         cores = len(os.sched_getaffinity(0))
         family = ipaddress.ip_address(cfg.endpoints[0].host).version   # one, by LoadConfig
         sources = cfg.sources
@@ -184,7 +166,7 @@ class LoadRun:
                 sources = route_sources(cfg.endpoints[0].host)
         else:
             check_sources(sources, family)
-        self.plan: LoadPlan = plan_load(cfg, sources, len(ports), hard, cores)
+        self.plan: LoadPlan = plan_load(cfg, sources, len(ports), nofile, cores)
         # One row per worker plus a control row (the release time).
         self.table = CounterTable(self.plan.workers + 1)
         self.control = self.plan.workers
@@ -247,7 +229,8 @@ class LoadRun:
             if not state["released"] and all(rows[i][Col.RAMP_DONE_MS] for i in live):
                 state["released"] = True
                 state["ramp_done"] = now - started
-                state["mem"] = _memory(sup.alive())
+                memory = process_memory(sup.alive())
+                state["mem"] = (memory.rss, memory.private)
                 state["mem_avail"] = read_meminfo().get("Slab")
                 state["sock"] = read_sockstat()
                 self.table.set(self.control, Col(CONTROL_RELEASE_MS),

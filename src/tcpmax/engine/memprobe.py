@@ -1,46 +1,37 @@
 """Measuring what one idle TCP socket costs this kernel, for `tcpmax doctor --measure`.
 
 Opens `pairs` loopback connections (2 x pairs sockets) to a private listener on 127.0.0.1,
-reads /proc/meminfo before and after, closes everything with RST (SO_LINGER 0) so no
+reads the kernel's meminfo before and after, closes everything with RST (SO_LINGER 0) so no
 TIME_WAIT is left, and repeats for a few rounds.
 
-Every socket is registered in an epoll instance, as a server holds it: the epoll entry costs
-about 200 B more per socket (4,088 against 3,880 B measured here).
+Every socket is registered in an epoll instance, as a server holds it, so the epoll entry is
+counted too (the figures with and without it: docs/benchmarks.md, section "The stretch:
+toward 2,000,000").
 
 The figure is the growth of "Slab" per socket. An idle established socket's kernel memory is
 slab objects (the TCP sock, its inode, file, dentry and epoll entry); nothing is queued. Slab
-growth proved steady (3,833-3,846 B per socket over rounds, opening and closing alike) while
-MemAvailable swung by thousands of bytes per socket on a machine still returning memory from
-earlier work, so MemAvailable is reported beside it, not used.
+growth proved steady over rounds, opening and closing alike, while MemAvailable swung widely
+on a machine still returning memory from earlier work, so MemAvailable is reported beside it,
+not used.
 
 Invariant: every socket it opens is closed on every exit path, exceptions included.
 """
 
 from __future__ import annotations
 
-import resource
 import select
 import socket
 import statistics
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tcpmax.engine.sockopts import set_linger_reset
 from tcpmax.host.inspect import LIVE_PROC, read_meminfo
+from tcpmax.host.process import raise_nofile, rss_bytes
 from tcpmax.model.capacity import KernelMemoryMeasurement
 
 __all__ = ["KernelMemoryMeasurement", "measure_kernel_bytes_per_socket"]
-
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def _rss_bytes(proc_root: Path) -> int:
-    for line in (proc_root / "self" / "status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
 
 def _open_pairs(pairs: int) -> list[socket.socket]:
     held: list[socket.socket] = []
@@ -57,13 +48,13 @@ def _open_pairs(pairs: int) -> list[socket.socket]:
             clients = []
             for _ in range(todo):
                 c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                set_linger_reset(c)
                 held.append(c)
                 c.connect(address)
                 clients.append(c)
             for _ in clients:
                 server_side, _peer = listener.accept()
-                server_side.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                set_linger_reset(server_side)
                 held.append(server_side)
         return held
     except BaseException:
@@ -85,10 +76,7 @@ def measure_kernel_bytes_per_socket(
 
     `pairs` is lowered to what this process's open-file limit allows.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pairs = max(1, min(pairs, (hard - 64) // 2))
+    pairs = max(1, min(pairs, (raise_nofile() - 64) // 2))
     slab: list[int] = []
     available: list[int] = []
     for index in range(rounds):
@@ -96,7 +84,7 @@ def measure_kernel_bytes_per_socket(
             on_round(index, rounds)
         time.sleep(settle)
         before = read_meminfo(proc_root)
-        rss_before = _rss_bytes(proc_root)
+        rss_before = rss_bytes(["self"], proc_root)
         held = _open_pairs(pairs)
         ep = select.epoll()
         try:
@@ -104,7 +92,7 @@ def measure_kernel_bytes_per_socket(
                 ep.register(sock.fileno(), select.EPOLLIN)
             time.sleep(settle)
             after = read_meminfo(proc_root)
-            rss_after = _rss_bytes(proc_root)
+            rss_after = rss_bytes(["self"], proc_root)
         finally:
             ep.close()
             for s in held:

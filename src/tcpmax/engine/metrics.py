@@ -59,10 +59,10 @@ class ServeCollector(Collector):
         if s.get("kernel") is not None:
             k = s["kernel"]
             yield GaugeMetricFamily("tcpmax_host_tcp_sockets_inuse",
-                                    "TCP sockets in use (/proc/net/sockstat)",
+                                    "TCP sockets in use (the kernel's sockstat)",
                                     value=k["tcp_inuse"])
             yield GaugeMetricFamily("tcpmax_host_tcp_memory_bytes",
-                                    "TCP buffer memory (/proc/net/sockstat mem x page size)",
+                                    "TCP buffer memory (sockstat mem x page size)",
                                     value=k["tcp_mem_bytes"])
         if s.get("rss_bytes") is not None:
             yield GaugeMetricFamily("tcpmax_serve_rss_bytes",

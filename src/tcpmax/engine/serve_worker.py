@@ -26,12 +26,12 @@ import os
 import select
 import signal
 import socket
-import struct
 import time
 from array import array
 
 from tcpmax.engine.counters import Col, CounterTable, WorkerState
-from tcpmax.engine.supervisor import worker_signals
+from tcpmax.engine.sockopts import LINGER_RESET
+from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.model.serve import Mode, ServeConfig
 
 __all__ = ["run_worker"]
@@ -42,7 +42,6 @@ EPOLLRDHUP = select.EPOLLRDHUP
 EPOLLEXCLUSIVE = select.EPOLLEXCLUSIVE
 READ_SIZE = 65536
 ACCEPT_BATCH = 64
-FLUSH_EVERY = 0.1
 PAUSE_FIRST, PAUSE_MAX = 0.05, 1.0
 _ACCEPT_COL = {
     errno.EMFILE: Col.ACCEPT_EMFILE,
@@ -51,7 +50,6 @@ _ACCEPT_COL = {
     errno.ENOMEM: Col.ACCEPT_ENOMEM,
     errno.ECONNABORTED: Col.ACCEPT_ECONNABORTED,
 }
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _reset_close(fd: int) -> None:
@@ -62,18 +60,14 @@ def _reset_close(fd: int) -> None:
         os.close(fd)
         return
     with contextlib.suppress(OSError):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
     s.close()
 
 
 def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterTable,
                slot: int, budget: int) -> None:
     """Serve until SIGTERM; returns after closing (or draining) every connection."""
-    row = table.row(slot)
-    row[Col.PID] = os.getpid()
-    wake_r = worker_signals()
-
-    fd_limit = max(2, os.sysconf("SC_OPEN_MAX"))
+    row, wake_r, fd_limit, ep = worker_prologue(table, slot, budget)
     held = bytearray(fd_limit)                      # 1 where the fd is a held connection
     track_idle = cfg.idle_timeout is not None
     last = array("d", bytes(8 * fd_limit)) if track_idle else None
@@ -82,8 +76,6 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     push = cfg.mode is Mode.PUSH
     nonblocking = echo or push
 
-    ep = select.epoll(min(budget, 65536) + 16)
-    ep.register(wake_r, EPOLLIN)
     lsocks = {s.fileno(): s for s in listeners}
 
     listening = False
@@ -136,6 +128,8 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
         events = poll(FLUSH_EVERY, 1024)
         for fd, ev in events:
             if held[fd]:
+                # Each path that keeps the connection ends in `continue`; falling through
+                # means it is gone (EOF, reset, a failed write) and is forgotten below.
                 if ev & EPOLLOUT:
                     buf = pending[fd]
                     try:
@@ -144,52 +138,45 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         continue
                     except OSError:
                         n = -1
-                    if n < 0:
-                        del pending[fd]
-                        held[fd] = 0
-                        n_open -= 1
-                        closed += 1
-                        close(fd)
+                    if n >= 0:
+                        bytes_out += n
+                        if n == len(buf):
+                            del pending[fd]
+                            ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+                        else:
+                            pending[fd] = buf[n:]
                         continue
-                    bytes_out += n
-                    if n == len(buf):
-                        del pending[fd]
-                        ep.modify(fd, EPOLLIN | EPOLLRDHUP)
-                    else:
-                        pending[fd] = buf[n:]
-                    continue
-                try:
-                    data = read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    pending.pop(fd, None)
-                    held[fd] = 0
-                    n_open -= 1
-                    closed += 1
-                    close(fd)
-                    continue
-                bytes_in += len(data)
-                if last is not None:
-                    last[fd] = now
-                if echo:
+                else:
                     try:
-                        n = write(fd, data)
+                        data = read(fd, READ_SIZE)
                     except BlockingIOError:
-                        n = 0
-                    except OSError:
-                        held[fd] = 0
-                        n_open -= 1
-                        closed += 1
-                        close(fd)
                         continue
-                    bytes_out += n
-                    if n < len(data):
-                        pending[fd] = data[n:]
-                        backpressure += 1
-                        ep.modify(fd, EPOLLOUT)
+                    except OSError:
+                        data = b""
+                    if data:
+                        bytes_in += len(data)
+                        if last is not None:
+                            last[fd] = now
+                        if not echo:
+                            continue
+                        try:
+                            n = write(fd, data)
+                        except BlockingIOError:
+                            n = 0
+                        except OSError:
+                            n = -1
+                        if n >= 0:
+                            bytes_out += n
+                            if n < len(data):
+                                pending[fd] = data[n:]
+                                backpressure += 1
+                                ep.modify(fd, EPOLLOUT)
+                            continue
+                pending.pop(fd, None)
+                held[fd] = 0
+                n_open -= 1
+                closed += 1
+                close(fd)
             elif fd == wake_r:
                 try:
                     signals = read(wake_r, 64)
@@ -284,17 +271,11 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
             state = WorkerState.DEAD
             next_flush = 0.0
         if now >= next_flush:
-            row[Col.OPEN] = n_open
-            row[Col.ACCEPTED] = opened
-            row[Col.CLOSED] = closed
-            row[Col.BYTES_IN] = bytes_in
-            row[Col.BYTES_OUT] = bytes_out
-            row[Col.PUSHED] = pushed
-            row[Col.PUSH_SKIPPED] = push_skipped
-            row[Col.BACKPRESSURE] = backpressure
-            row[Col.IDLE_CLOSED] = idle_closed
-            row[Col.STATE] = state
-            row[Col.HEARTBEAT_MS] = int(now * 1000)
+            flush_counters(row, now, (
+                (Col.OPEN, n_open), (Col.ACCEPTED, opened), (Col.CLOSED, closed),
+                (Col.BYTES_IN, bytes_in), (Col.BYTES_OUT, bytes_out), (Col.PUSHED, pushed),
+                (Col.PUSH_SKIPPED, push_skipped), (Col.BACKPRESSURE, backpressure),
+                (Col.IDLE_CLOSED, idle_closed), (Col.STATE, state)))
             next_flush = now + FLUSH_EVERY
             if state is WorkerState.DEAD:
                 return

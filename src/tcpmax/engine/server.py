@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 import socket
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tcpmax.engine.counters import ACCEPT_ERRNOS, Col, CounterTable, WorkerState
 from tcpmax.engine.metrics import MetricsServer
 from tcpmax.engine.serve_worker import run_worker
-from tcpmax.engine.supervisor import Supervisor, die_with_parent
-from tcpmax.host.inspect import read_sockstat
+from tcpmax.engine.supervisor import Supervisor, fork_child
+from tcpmax.host.inspect import read_sockstat, read_sysctl
+from tcpmax.host.process import raise_nofile, rss_bytes
 from tcpmax.model.jsonable import to_jsonable
 from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
 
@@ -103,7 +101,7 @@ class ServeStats:
 
 def _somaxconn() -> int | None:
     try:
-        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+        return int(read_sysctl("net.core.somaxconn"))
     except (OSError, ValueError):
         return None
 
@@ -144,22 +142,14 @@ def open_listeners(cfg: ServeConfig) -> tuple[list[socket.socket], list[ListenIn
     return socks, infos
 
 
-def raise_nofile() -> int:
-    """Raise this process's soft open-file limit to the hard one; return the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 class ServeRun:
     """One supervised serve run in the calling process."""
 
     def __init__(self, cfg: ServeConfig, listeners: list[socket.socket] | None = None,
                  infos: list[ListenInfo] | None = None) -> None:
         self.cfg = cfg
-        hard = raise_nofile()
-        self.plan: WorkerPlan = plan_workers(cfg.max_connections, hard,
+        nofile = raise_nofile()
+        self.plan: WorkerPlan = plan_workers(cfg.max_connections, nofile,
                                              len(os.sched_getaffinity(0)), cfg.workers)
         if listeners is None:
             listeners, infos = open_listeners(cfg)
@@ -180,13 +170,7 @@ class ServeRun:
 
     def rss_bytes(self) -> int:
         """Resident memory of the live workers (shared pages count in each)."""
-        total = 0
-        for pid in self.worker_pids():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        return rss_bytes(pid for pid in self.worker_pids() if pid)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything /stats reports: worker counters, listeners, memory, kernel sockets."""
@@ -256,19 +240,11 @@ class Server:
 
     def start(self, timeout: float = 10.0) -> Server:
         run = ServeRun(self.cfg)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                die_with_parent(parent)
-                run.run(log=lambda msg: None)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        self.pid = pid
+
+        def supervise() -> None:
+            run.run(log=lambda msg: None)
+
+        self.pid = fork_child(supervise)
         self._run = run
         for s in run.listeners:
             s.close()     # the supervisor and workers hold their own copies

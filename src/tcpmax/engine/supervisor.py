@@ -8,6 +8,10 @@ against the race where the supervisor died before the flag was set). Every exit 
 
 A worker that dies while the supervisor is running is logged with its exit cause and
 replaced after a backoff that doubles (up to 5 s) while it keeps dying young.
+
+`fork_child` is the one place tcpmax forks: the supervisor's workers, the background server
+(`Server.start`), the experiments' namespace and helper processes all go through it, so every
+child dies with its parent and leaves through os._exit with a code, whatever happens in it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 
 from tcpmax.engine.counters import Col, CounterTable, WorkerState
 
-__all__ = ["Supervisor", "die_with_parent", "exit_cause", "worker_signals"]
+__all__ = ["Supervisor", "die_with_parent", "exit_cause", "fork_child", "worker_signals"]
 
 PR_SET_PDEATHSIG = 1
 BACKOFF_FIRST, BACKOFF_MAX, YOUNG = 0.1, 5.0, 10.0
@@ -38,6 +42,37 @@ def die_with_parent(parent_pid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def fork_child(target: Callable[[], int | None]) -> int:
+    """Fork; in the child, die with this process, run `target` and leave with os._exit.
+
+    The exit code is what `target` returns (None is 0), a SystemExit's code, or 1 with the
+    traceback on stderr when it raises anything else (or returns a code outside 0-255).
+    The child never returns into the caller's code (no second run of its `finally` blocks,
+    no atexit handlers, no flushing of the parent's buffered files). Returns the child's
+    pid, in the parent only.
+    """
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        die_with_parent(parent)
+        result = target()
+        code = 0 if result is None else result
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stderr.flush()
+        # Never let a bad code raise here: the exception would unwind into the caller's
+        # code, in the child.
+        os._exit(code if isinstance(code, int) and 0 <= code <= 255 else 1)
 
 
 def worker_signals() -> int:
@@ -88,24 +123,17 @@ class Supervisor:
         self.stopping = False
         self.stop_reason = ""
         self._kill_at: float | None = None
-        self._pid = os.getpid()
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                die_with_parent(self._pid)
-                signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                self.worker(index)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        def child() -> None:
+            # Undo the supervisor's signal set-up; the worker installs its own.
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            self.worker(index)
+
+        pid = fork_child(child)
         slot = self.slots[index]
         slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
         self.table.set(index, Col.PID, pid)

@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from tcpmax.host.process import read_status
+from tcpmax.host.procfs import LIVE_PROC, read_sysctl, sysctl_path
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange, Sockstat
 
 __all__ = ["CAPABILITY_BITS", "LIVE_PROC", "proc_tree_problem", "read_host", "read_meminfo",
-           "read_sockstat", "read_sysctl", "sysctl_path"]
+           "read_netstat", "read_port_range", "read_reserved_ports", "read_route", "read_sockstat",
+           "read_sysctl", "sysctl_path"]
 
-LIVE_PROC = Path("/proc")
 CAPABILITY_BITS = {
     "CAP_NET_BIND_SERVICE": 10,
     "CAP_NET_ADMIN": 12,
@@ -36,24 +39,6 @@ CAPABILITY_BITS = {
 }
 
 T = TypeVar("T")
-
-
-# A sysctl name: dotted words of letters, digits, '_' and '-' (fs.file-max,
-# net.ipv4.ip_local_port_range). Nothing else, so a name read from a file (tune's backup) can
-# never become a path outside /proc/sys ("..", "/", empty parts).
-_SYSCTL_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
-
-
-def sysctl_path(name: str, proc_root: Path = LIVE_PROC) -> Path:
-    """``net.core.somaxconn`` -> ``/proc/sys/net/core/somaxconn``; ValueError for anything that
-    is not a sysctl name."""
-    if not _SYSCTL_NAME.fullmatch(name):
-        raise ValueError(f"{name!r} is not a sysctl name (like net.core.somaxconn)")
-    return proc_root / "sys" / name.replace(".", "/")
-
-
-def read_sysctl(name: str, proc_root: Path = LIVE_PROC) -> str:
-    return sysctl_path(name, proc_root).read_text().strip()
 
 
 def _ints(text: str) -> list[int]:
@@ -82,6 +67,16 @@ def _port_ranges(text: str) -> tuple[PortRange, ...]:
     return tuple(out)
 
 
+def read_port_range(proc_root: Path = LIVE_PROC) -> PortRange:
+    """net.ipv4.ip_local_port_range: the ports connect() picks from (this namespace's)."""
+    return PortRange(*_ints(read_sysctl("net.ipv4.ip_local_port_range", proc_root)))
+
+
+def read_reserved_ports(proc_root: Path = LIVE_PROC) -> tuple[PortRange, ...]:
+    """net.ipv4.ip_local_reserved_ports: ports inside the range that connect() skips."""
+    return _port_ranges(read_sysctl("net.ipv4.ip_local_reserved_ports", proc_root))
+
+
 def read_meminfo(proc_root: Path = LIVE_PROC) -> dict[str, int]:
     """/proc/meminfo in bytes, by field name."""
     out = {}
@@ -104,6 +99,17 @@ def read_sockstat(proc_root: Path = LIVE_PROC) -> Sockstat:
                     tcp["alloc"], tcp["mem"])
 
 
+def read_netstat(proc_root: Path = LIVE_PROC) -> dict[str, dict[str, int]]:
+    """net/netstat counters (this network namespace's) by section, e.g.
+    ``read_netstat()["TcpExt"]["ListenOverflows"]``."""
+    lines = (proc_root / "net" / "netstat").read_text().splitlines()
+    out = {}
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        section, _, names = head.partition(":")
+        out[section] = dict(zip(names.split(), map(int, values.split()[1:]), strict=True))
+    return out
+
+
 def _nofile(proc_root: Path) -> tuple[int, int]:
     for line in (proc_root / "self" / "limits").read_text().splitlines():
         if line.startswith("Max open files"):
@@ -113,14 +119,6 @@ def _nofile(proc_root: Path) -> tuple[int, int]:
             return (big if soft == "unlimited" else int(soft),
                     big if hard == "unlimited" else int(hard))
     raise ValueError("no 'Max open files' line")
-
-
-def _status(proc_root: Path) -> dict[str, str]:
-    out = {}
-    for line in (proc_root / "self" / "status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
 
 
 def _cpu_count(status: dict[str, str], proc_root: Path) -> int:
@@ -150,6 +148,29 @@ def _addresses() -> tuple[LocalAddress, ...]:
             out.append(LocalAddress(names.get(msg["index"]), msg.get_attr("IFA_ADDRESS"),
                                     int(msg["prefixlen"])))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the kernel would reach one destination: its preferred source address (None when
+    the route names none) and every address of the outgoing interface."""
+    preferred: str | None
+    addresses: tuple[str, ...]
+
+
+def read_route(destination: str) -> Route:
+    """Ask the kernel (netlink, this network namespace) for its route to `destination`;
+    LookupError when it has none."""
+    from pyroute2 import IPRoute  # imported here, as in _addresses
+
+    with IPRoute() as ipr:
+        try:
+            route = ipr.route("get", dst=destination)[0]
+        except Exception as exc:       # pyroute2 raises NetlinkError subclasses
+            raise LookupError(f"no route to {destination}: {exc}") from exc
+        oif = route.get_attr("RTA_OIF")
+        addrs = tuple(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=oif))
+        return Route(route.get_attr("RTA_PREFSRC"), addrs)
 
 
 def _reason(exc: BaseException) -> str:
@@ -200,11 +221,9 @@ def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
 
     nofile = get("RLIMIT_NOFILE", lambda: _nofile(root))
     file_nr = get("fs.file-nr", lambda: _ints(read_sysctl("fs.file-nr", root)))
-    port_range = get("net.ipv4.ip_local_port_range",
-                     lambda: PortRange(*_ints(read_sysctl("net.ipv4.ip_local_port_range",
-                                                          root))))
+    port_range = get("net.ipv4.ip_local_port_range", lambda: read_port_range(root))
     meminfo = get("meminfo", lambda: read_meminfo(root)) or {}
-    status = get("self/status", lambda: _status(root)) or {}
+    status = get("self/status", lambda: read_status("self", root)) or {}
     conntrack_max = sysctl_int("net.netfilter.nf_conntrack_max")
     conntrack_count = (sysctl_int("net.netfilter.nf_conntrack_count")
                        if conntrack_max is not None else None)
@@ -220,8 +239,8 @@ def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
         file_max=sysctl_int("fs.file-max"),
         files_allocated=file_nr[0] if file_nr else None,
         port_range=port_range,
-        reserved_ports=get("net.ipv4.ip_local_reserved_ports", lambda: _port_ranges(
-            read_sysctl("net.ipv4.ip_local_reserved_ports", root))),
+        reserved_ports=get("net.ipv4.ip_local_reserved_ports",
+                           lambda: read_reserved_ports(root)),
         somaxconn=sysctl_int("net.core.somaxconn"),
         tcp_max_syn_backlog=sysctl_int("net.ipv4.tcp_max_syn_backlog"),
         tcp_mem_pages=sysctl_triple("net.ipv4.tcp_mem"),

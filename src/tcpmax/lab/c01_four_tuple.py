@@ -6,7 +6,8 @@ import errno
 import socket
 from typing import Any
 
-from tcpmax.lab.common import RST, Context, Outcome, Verdict, listener
+from tcpmax.engine.sockopts import set_linger_reset
+from tcpmax.lab.common import Context, Outcome, Verdict, listener
 
 CLAIM = ("A TCP connection is identified by the 4-tuple (local IP, local port, remote IP, "
          "remote port); with the protocol it is a 5-tuple.")
@@ -18,7 +19,7 @@ METHOD = ("Bind two client sockets to the same local IP:port (SO_REUSEADDR) and 
 def _client(local: tuple[str, int]) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+    set_linger_reset(s)
     s.bind(local)
     return s
 

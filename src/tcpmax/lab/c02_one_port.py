@@ -7,14 +7,15 @@ from typing import Any
 from tcpmax.engine.loader import LoadProgress
 from tcpmax.engine.server import Server
 from tcpmax.host.inspect import read_meminfo, read_sockstat
-from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets, isolated, private_memory
+from tcpmax.host.process import process_memory
+from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets, isolated
 from tcpmax.lab.drive import drive
 
 CLAIM = "A server listening on ONE port can hold far more than 65,535 concurrent connections."
 METHOD = ("tcpmax serve on one port; tcpmax load opens N connections (100,000 by default, "
           "--scale for 1,000,000) from loopback source IPs and holds them; the established "
           "sockets on that port are counted by the kernel (sock_diag via ss, and "
-          "/proc/net/sockstat), not by tcpmax.")
+          "its sockstat counters), not by tcpmax.")
 
 
 def measure(n: int) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def measure(n: int) -> dict[str, Any]:
         if p.established >= n and "ss" not in seen:
             port = server.addresses[0][1]
             seen["sockstat"] = read_sockstat().tcp_inuse - inuse0     # instant: first
-            seen["server_private"] = private_memory(server.worker_pids())
+            seen["server_private"] = process_memory(server.worker_pids()).private
             seen["ss"] = count_sockets("established", f"( sport = :{port} )")
 
     # Dumping a million sockets through sock_diag takes seconds: hold long enough for it.

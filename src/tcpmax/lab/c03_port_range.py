@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tcpmax.host.inspect import read_reserved_ports
 from tcpmax.lab.common import Context, Outcome, Verdict, isolated
 from tcpmax.lab.drive import drive, port_range, server_port
 from tcpmax.model.load import PortStrategy
@@ -18,12 +19,8 @@ LABEL = "network namespace (ip_local_port_range 40000-40999)"
 
 
 def reserved_in_range() -> int:
-    from pathlib import Path
-
-    from tcpmax.host.inspect import _port_ranges
     low, high = port_range()
-    text = Path("/proc/sys/net/ipv4/ip_local_reserved_ports").read_text()
-    return sum(max(0, min(high, r.high) - max(low, r.low) + 1) for r in _port_ranges(text))
+    return sum(max(0, min(high, r.high) - max(low, r.low) + 1) for r in read_reserved_ports())
 
 
 def measure(extra: int, sources: tuple[str, ...] = ("127.0.0.2",)) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from tcpmax.engine.sockopts import set_linger_reset
 from tcpmax.lab.c03_port_range import LABEL, NARROW
-from tcpmax.lab.common import RST, Context, Outcome, Verdict, isolated, listener
+from tcpmax.lab.common import Context, Outcome, Verdict, isolated, listener
 from tcpmax.lab.drive import drive, port_range
 from tcpmax.model.load import PortStrategy
 
@@ -25,13 +26,13 @@ def same_port_two_endpoints() -> dict[str, Any]:
         first = socket.socket()
         socks.append(first)
         first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+        set_linger_reset(first)
         first.bind(("127.0.0.2", 0))
         first.connect(l1.getsockname())
         second = socket.socket()
         socks.append(second)
         second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        second.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+        set_linger_reset(second)
         second.bind(first.getsockname())
         second.connect(l2.getsockname())
         def name(address: tuple[str, int]) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 from tcpmax.engine.loader import LoadProgress
 from tcpmax.engine.memprobe import measure_kernel_bytes_per_socket
 from tcpmax.engine.server import Server
-from tcpmax.lab.common import Context, Outcome, Verdict, private_memory
+from tcpmax.host.process import process_memory
+from tcpmax.lab.common import Context, Outcome, Verdict
 from tcpmax.lab.drive import drive
 
 CLAIM = ("Each connection costs memory: 'several KB to tens of KB' in the kernel and "
@@ -24,11 +25,11 @@ def measure() -> dict[str, Any]:
     seen: dict[str, int] = {}
 
     def ready(server: Server) -> None:
-        seen["before"] = private_memory(server.worker_pids())
+        seen["before"] = process_memory(server.worker_pids()).private
 
     def watch(p: LoadProgress, server: Server) -> None:
         if p.established >= N and "held" not in seen:
-            seen["held"] = private_memory(server.worker_pids())
+            seen["held"] = process_memory(server.worker_pids()).private
 
     drive(N, hold=1.5, on_progress=watch, progress_every=0.25, on_ready=ready)
     user = (seen.get("held", 0) - seen.get("before", 0)) / N
@@ -44,7 +45,8 @@ def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
         return Verdict.CONFIRMED, (
             f"the kernel spends {k:,} B per idle socket (several KB, as claimed); the "
             f"application part depends on its design: tcpmax serve adds "
-            f"{m['serve_user_bytes_per_connection']:,} B (asyncio about 2 KB in our benchmarks)")
+            f"{m['serve_user_bytes_per_connection']:,} B (asyncio's, for comparison: "
+            "docs/benchmarks.md, section \"User-space bytes per held connection\")")
     if k < LOW:
         return Verdict.REFUTED, f"only {k:,} B of kernel memory per socket"
     return Verdict.REFUTED, f"{k:,} B per socket: more than tens of KB"

@@ -7,7 +7,8 @@ import socket
 import time
 from typing import Any
 
-from tcpmax.lab.common import RST, Context, Outcome, Verdict, isolated, listener, netstat_counters
+from tcpmax.engine.sockopts import set_linger_reset
+from tcpmax.lab.common import Context, Outcome, Verdict, isolated, listener, netstat_counters
 
 CLAIM = ("Kernel queues matter under bursts: the listen backlog (somaxconn, tcp_max_syn_backlog) "
          "caps pending connections; overflows are counted (ListenOverflows/ListenDrops).")
@@ -28,7 +29,7 @@ def burst(backlog: int, size: int, wait: float = 0.5) -> dict[str, int]:
         for _ in range(size):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST)
+            set_linger_reset(s)
             s.connect_ex(address)
             socks[s.fileno()] = s
             ep.register(s.fileno(), select.EPOLLOUT)

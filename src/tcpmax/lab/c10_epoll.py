@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 from tcpmax.engine.loader import LoadProgress, LoadRun
 from tcpmax.engine.server import Server
-from tcpmax.lab.common import Context, Outcome, Verdict, listener, private_memory
+from tcpmax.engine.supervisor import fork_child
+from tcpmax.host.process import process_memory, raise_nofile, thread_count
+from tcpmax.lab.common import Context, Outcome, Verdict, listener
 from tcpmax.lab.drive import drive
 from tcpmax.model.load import Endpoint, LoadConfig
 
@@ -25,18 +25,8 @@ METHOD = ("Hold 10,000 connections (tcpmax load) first against a thread-per-conn
 N = 10_000
 
 
-def _threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
-
-
 def _thread_server(lsock: socket.socket) -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
-    import resource
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
 
     def handle(conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -51,22 +41,17 @@ def _thread_server(lsock: socket.socket) -> None:
 
 def thread_per_connection() -> dict[str, Any]:
     lsock = listener()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _thread_server(lsock)
-        finally:
-            os._exit(0)
+    pid = fork_child(lambda: _thread_server(lsock))
     try:
-        before = private_memory([pid])
+        before = process_memory([pid]).private
         seen: dict[str, int] = {}
 
         def watch(p: LoadProgress) -> None:
             # The kernel completes handshakes before accept(): sample until the server has
             # caught up with a thread for every connection (or the hold ends).
             if p.established >= N and seen.get("threads", 0) <= N:
-                seen["threads"] = _threads(pid)
-                seen["private"] = private_memory([pid])
+                seen["threads"] = thread_count(pid)
+                seen["private"] = process_memory([pid]).private
 
         LoadRun(LoadConfig((Endpoint(*lsock.getsockname()),), N, hold=8.0)).run(
             on_progress=watch, progress_every=0.25)
@@ -82,14 +67,14 @@ def epoll_server() -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def ready(server: Server) -> None:
-        seen["before"] = private_memory(server.worker_pids())
+        seen["before"] = process_memory(server.worker_pids()).private
 
     def watch(p: LoadProgress, server: Server) -> None:
         if p.established >= N and "threads" not in seen:
             pids = server.worker_pids()
-            seen["threads"] = sum(_threads(pid) for pid in pids)
+            seen["threads"] = sum(thread_count(pid) for pid in pids)
             seen["processes"] = len(pids)
-            seen["private"] = private_memory(pids)
+            seen["private"] = process_memory(pids).private
 
     drive(N, hold=1.5, on_progress=watch, progress_every=0.25, on_ready=ready)
     return {"threads": seen.get("threads", 0), "processes": seen.get("processes", 0),

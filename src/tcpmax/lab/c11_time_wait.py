@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from tcpmax.host.inspect import read_sysctl
 from tcpmax.lab.c03_port_range import NARROW
 from tcpmax.lab.common import Context, Outcome, Verdict, count_sockets, isolated
 from tcpmax.lab.drive import drive, port_range
@@ -27,7 +27,7 @@ def _run(source: str, n: int, close: CloseMode) -> dict[str, Any]:
 
 def measure(n: int, repeat: bool) -> dict[str, Any]:
     low, high = port_range()
-    reuse = int(Path("/proc/sys/net/ipv4/tcp_tw_reuse").read_text())
+    reuse = int(read_sysctl("net.ipv4.tcp_tw_reuse"))
     out: dict[str, Any] = {"connections": n, "port_range": f"{low}-{high}",
                            "tcp_tw_reuse": reuse}
     out["graceful"] = _run("127.0.0.2", n, CloseMode.GRACEFUL)

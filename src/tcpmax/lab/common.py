@@ -6,26 +6,24 @@ computed by `judge` from the numbers the run produced, never written by hand, so
 tests can feed `judge` measurements and check the verdict logic alone.
 
 Probes here count sockets independently of tcpmax's own counters: `ss` (sock_diag netlink)
-and /proc/net/sockstat, /proc/net/netstat of the current network namespace.
+and the kernel's sockstat and netstat counters of the current network namespace (read through
+host/inspect.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import struct
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
+from tcpmax.host.inspect import read_netstat
 from tcpmax.lab.sandbox import in_namespace
 from tcpmax.model.facts import HostFacts
 
 __all__ = [
-    "RST",
     "Context",
     "Outcome",
     "Skip",
@@ -34,10 +32,7 @@ __all__ = [
     "isolated",
     "listener",
     "netstat_counters",
-    "private_memory",
 ]
-
-RST = struct.pack("ii", 1, 0)
 
 
 class Verdict(StrEnum):
@@ -101,22 +96,6 @@ def count_sockets(state: str, filter_expr: str) -> int:
 
 
 def netstat_counters(*names: str) -> dict[str, int]:
-    """TcpExt counters from /proc/net/netstat (this network namespace)."""
-    lines = Path("/proc/net/netstat").read_text().splitlines()
-    for head, values in zip(lines[::2], lines[1::2], strict=False):
-        if head.startswith("TcpExt:"):
-            table = dict(zip(head.split()[1:], map(int, values.split()[1:]), strict=True))
-            return {n: table.get(n, 0) for n in names}
-    return dict.fromkeys(names, 0)
-
-
-def private_memory(pids: list[int]) -> int:
-    """Private (unshared) bytes of `pids`: what they cost beyond the code they share."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                key, _, rest = line.partition(":")
-                if key in ("Private_Clean", "Private_Dirty"):
-                    total += int(rest.split()[0]) * 1024
-    return total
+    """TcpExt counters of this network namespace (0 for a name this kernel lacks)."""
+    table = read_netstat().get("TcpExt", {})
+    return {n: table.get(n, 0) for n in names}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from tcpmax.engine.loader import LoadProgress, LoadResult, LoadRun
 from tcpmax.engine.server import Server
+from tcpmax.host.inspect import read_port_range
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy
 from tcpmax.model.serve import ServeConfig
 
@@ -19,8 +19,9 @@ __all__ = ["Drive", "drive", "port_range", "server_port"]
 
 
 def port_range() -> tuple[int, int]:
-    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    return int(low), int(high)
+    """This namespace's ephemeral port range, (low, high)."""
+    r = read_port_range()
+    return r.low, r.high
 
 
 def server_port() -> int:

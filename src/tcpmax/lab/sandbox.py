@@ -8,8 +8,9 @@ that dies), the parent deletes the namespace before returning.
 Namespace names carry the creating pid (tcpmax-prove-PID-N), so `sweep_stale()` can delete the
 ones left by a run that was killed outright (SIGKILL leaves no chance to clean up).
 
-/proc/sys/net, /proc/net/sockstat and /proc/net/netstat are per network namespace: inside, an
-experiment reads counters that only its own sockets move.
+The net.* sysctls and the kernel's sockstat and netstat counters are per network namespace:
+inside, an experiment reads counters that only its own sockets move. Sysctl names are checked
+(tcpmax.host.procfs) before the namespace is made, so none can write outside the sysctl tree.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tcpmax.engine.supervisor import fork_child
+from tcpmax.host.procfs import sysctl_path, write_sysctl
 
 __all__ = ["SandboxError", "can_sandbox", "in_namespace", "sweep_stale"]
 
@@ -90,36 +94,38 @@ def _enter(name: str) -> None:
 def in_namespace(fn: Callable[[], Any], sysctls: dict[str, str] | None = None,
                  timeout: float = 300.0) -> Any:
     """Run `fn` in a fresh network namespace with `sysctls` set there; return its result."""
+    for key in sysctls or {}:
+        sysctl_path(key)            # ValueError for a name that is not a sysctl's
     name = f"{PREFIX}{os.getpid()}-{next(_counter)}"
     try:
         _ip("netns", "add", name)
     except (subprocess.CalledProcessError, OSError) as exc:
         raise SandboxError(f"cannot create network namespace {name}: {exc}") from exc
     r, w = os.pipe()
+
+    def child() -> int:
+        # Every outcome, failure included, goes up the pipe as JSON: the parent raises it.
+        os.close(r)
+        code = 1
+        try:
+            _enter(name)
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True,
+                           capture_output=True)
+            for key, value in (sysctls or {}).items():
+                write_sysctl(key, value)
+            payload = {"ok": True, "result": fn()}
+            code = 0
+        except BaseException as exc:
+            payload = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()}
+        view = memoryview(json.dumps(payload).encode())
+        while view:
+            view = view[os.write(w, view):]
+        return code
+
     pid = -1
     try:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(r)
-                libc = ctypes.CDLL(None)
-                libc.prctl(1, signal.SIGKILL, 0, 0, 0)     # die with the parent
-                _enter(name)
-                subprocess.run(["ip", "link", "set", "lo", "up"], check=True,
-                               capture_output=True)
-                for key, value in (sysctls or {}).items():
-                    Path("/proc/sys", key.replace(".", "/")).write_text(value + "\n")
-                payload = {"ok": True, "result": fn()}
-                code = 0
-            except BaseException as exc:
-                payload = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                           "traceback": traceback.format_exc()}
-            data = json.dumps(payload).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
-            os._exit(code)
+        pid = fork_child(child)
         os.close(w)
         w = -1
         chunks = []

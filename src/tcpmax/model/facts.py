@@ -38,7 +38,7 @@ class PortRange:
 
 @dataclass(frozen=True)
 class Sockstat:
-    """/proc/net/sockstat: socket use right now, in this network namespace."""
+    """The kernel's sockstat counters: socket use right now, in this network namespace."""
 
     sockets_used: int
     tcp_inuse: int

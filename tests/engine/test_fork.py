@@ -1,0 +1,88 @@
+"""fork_child: the one way tcpmax forks. Every path out of the child is an exit code."""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tcpmax.engine.supervisor import fork_child
+
+
+def _wait(pid):
+    _pid, status = os.waitpid(pid, 0)
+    return status
+
+
+def test_the_child_exits_with_what_its_target_returns():
+    assert os.WEXITSTATUS(_wait(fork_child(lambda: None))) == 0
+    assert os.WEXITSTATUS(_wait(fork_child(lambda: 7))) == 7
+
+
+def test_an_exception_in_the_child_exits_1_with_its_traceback(capfd):
+    def boom():
+        raise RuntimeError("boom in the child")
+
+    status = _wait(fork_child(boom))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+    assert "RuntimeError: boom in the child" in capfd.readouterr().err
+
+
+def test_sys_exit_in_the_child_keeps_its_code():
+    assert os.WEXITSTATUS(_wait(fork_child(lambda: sys.exit(3)))) == 3
+
+
+def test_the_child_never_returns_into_the_callers_code():
+    r, w = os.pipe()
+    pid = fork_child(lambda: None)
+    if pid == 0:             # only a child that came back from fork_child gets here
+        os.write(w, b"returned")
+        os._exit(0)
+    _wait(pid)
+    os.close(w)
+    assert os.read(r, 100) == b""
+    os.close(r)
+
+
+def _alive(pid):
+    """Running or sleeping; a zombie waiting for a reaper that is not us counts as dead."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_child_dies_with_its_parent():
+    r, w = os.pipe()
+
+    def middle():
+        # The middle process forks a grandchild that would sleep forever, then dies.
+        grandchild = fork_child(lambda: time.sleep(60) and None)
+        os.write(w, str(grandchild).encode())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    middle_pid = fork_child(middle)
+    grandchild = int(os.read(r, 32))
+    _wait(middle_pid)
+    os.close(r)
+    os.close(w)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not _alive(grandchild):
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        raise AssertionError("the grandchild outlived its parent")
+
+
+def test_a_code_the_kernel_cannot_carry_exits_1_instead_of_escaping_into_the_caller():
+    r, w = os.pipe()
+    pid = fork_child(lambda: 300)
+    if pid == 0:             # only a child that came back from fork_child gets here
+        os.write(w, b"returned")
+        os._exit(0)
+    assert os.WEXITSTATUS(_wait(pid)) == 1
+    os.close(w)
+    assert os.read(r, 100) == b""
+    os.close(r)
