@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import socket
 import sys
@@ -15,6 +14,7 @@ from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import COUNT, DURATION, DURATION_OR_ZERO, CountType
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
+from tcpmax.model.schema import Schema
 from tcpmax.model.units import format_bytes, format_count
 
 __all__ = ["load", "parse_sources", "resolve_targets"]
@@ -195,7 +195,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                      (lambda p: err.print(_progress_line(p), highlight=False)),
                      log=lambda msg: err.print(msg, highlight=False))
     if as_json:
-        emit_json(dataclasses.asdict(result))
+        emit_json(Schema.LOAD, result)
     else:
         err.print(_summary(result))
     sys.exit(0 if result.reached else 1)

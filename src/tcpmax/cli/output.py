@@ -1,5 +1,8 @@
 """Where command output goes: reports to stdout (plain and 120 columns wide when piped),
-machine output as one JSON document on stdout, progress and status on stderr."""
+machine output as one JSON document on stdout, progress and status on stderr.
+
+Every command's ``--json`` goes through `emit_json`, so every document is built by
+`tcpmax.model.schema.document`: one serializer, schema names in one place."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from typing import Any
 
 import click
 from rich.console import Console
+
+from tcpmax.model.schema import Schema, document
 
 __all__ = ["emit_json", "stderr_console", "stdout_console"]
 
@@ -24,6 +29,7 @@ def stderr_console() -> Console:
     return probe if probe.is_terminal else Console(stderr=True, highlight=False, width=120)
 
 
-def emit_json(data: Any) -> None:
-    """One JSON document on stdout and nothing else there."""
+def emit_json(schema: Schema, *parts: object, **fields: object) -> None:
+    """One JSON document on stdout and nothing else there (see `document` for the parts)."""
+    data: dict[str, Any] = document(schema, *parts, **fields)
     click.echo(json.dumps(data, indent=2))

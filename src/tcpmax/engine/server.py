@@ -29,10 +29,8 @@ from tcpmax.engine.metrics import MetricsServer
 from tcpmax.engine.serve_worker import run_worker
 from tcpmax.engine.supervisor import Supervisor, die_with_parent
 from tcpmax.host.inspect import read_sockstat
-from tcpmax.model.jsonable import to_jsonable
+from tcpmax.model.schema import Schema, document
 from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
-
-STATS_SCHEMA = "tcpmax.serve.stats/1"
 
 __all__ = ["ListenInfo", "ServeRun", "ServeStats", "Server", "WorkerStats", "open_listeners"]
 
@@ -178,8 +176,7 @@ class ServeRun:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything /stats reports: worker counters, listeners, memory, kernel sockets."""
-        data: dict[str, Any] = {"schema": STATS_SCHEMA, **to_jsonable(self.stats())}
-        data["listeners"] = to_jsonable(self.infos)
+        data = document(Schema.SERVE_STATS, self.stats(), listeners=self.infos)
         data["rss_bytes"] = self.rss_bytes()
         try:
             sock = read_sockstat()
