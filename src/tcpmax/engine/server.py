@@ -217,7 +217,28 @@ class ServeRun:
 
 
 class Server:
-    """`tcpmax serve` in a background supervisor process, for tests and experiments."""
+    """`tcpmax serve` in a background supervisor process, for tests and experiments.
+
+    Building one binds nothing. `start()` binds the listeners, forks the supervisor (which
+    forks the workers and dies with this process), waits until every worker runs and
+    returns the server; `stop()` sends SIGTERM, escalates to SIGKILL after `timeout` and
+    reaps it. As a context manager it starts on entry and stops on exit. While it runs,
+    `addresses` are the bound (host, port) pairs (port 0 resolved), `stats()` the counters
+    read from shared memory, `plan` the worker count and budgets.
+
+    Args:
+        cfg: what to serve: address, ports, mode, bounds (`tcpmax.ServeConfig`).
+
+    Raises (from `start`):
+        OSError: a listener could not be bound (EADDRINUSE, EADDRNOTAVAIL, ...).
+        TimeoutError: the workers did not start in time (everything started is stopped).
+
+    Example:
+        >>> from tcpmax import ServeConfig, Server
+        >>> with Server(ServeConfig(ports=(0,), max_connections=1000)) as srv:
+        ...     host, port = srv.addresses[0]
+        ...     open_now = srv.stats().open
+    """
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg

@@ -236,9 +236,27 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
                   sources: int | None = None, endpoints: int = 1) -> Capacity:
     """Every limit on `role` connections for this host, each with its arithmetic.
 
-    `sources` is the number of local source IPs a client uses (default: every loopback
-    address for LOOPBACK, the host's non-loopback addresses for CLIENT); `endpoints` the
-    number of distinct (server IP, port) targets.
+    Args:
+        facts: the host, from `tcpmax.read_host()` or built by hand.
+        role: SERVER, CLIENT, or LOOPBACK (both ends here: two sockets per connection).
+        costs: bytes per connection and process limits; the defaults when None.
+        sources: local source IPs a client uses (default: every loopback address for
+            LOOPBACK, the host's non-loopback IPv4 addresses for CLIENT).
+        endpoints: distinct (server IP, port) targets a client connects to.
+
+    Returns:
+        A `Capacity`: `connections` is the most the host holds, `binding` what stops it;
+        unknown inputs give constraints with ``limit=None`` that never bind.
+
+    Raises:
+        ValueError: `sources` or `endpoints` below 1.
+
+    Example:
+        >>> from tcpmax import HostFacts, Role, host_capacity
+        >>> facts = HostFacts(nofile_hard=20_000, file_max=100_000, mem_available=2**30)
+        >>> cap = host_capacity(facts, Role.SERVER)
+        >>> cap.connections, cap.binding_key
+        (100000, <ConstraintKey.SYSTEM_FDS: 'system_fds'>)
     """
     costs = costs or Costs()
     if endpoints < 1:
