@@ -111,8 +111,8 @@ def _summary(r: LoadResult) -> Table:
     for row in rows:
         t.add_row(*row)
     for e in r.errors:
-        t.add_row(Text(f"{e['name']} x {e['count']:,}", style="red"),
-                  f"{e['meaning']}. Advice: {e['advice']}")
+        t.add_row(Text(f"{e.name} x {e.count:,}", style="red"),
+                  f"{e.meaning}. Advice: {e.advice}")
     return t
 
 

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import CONTROL_RELEASE_MS, new_histogram, run_load_worker
 from tcpmax.engine.server import raise_nofile
 from tcpmax.engine.supervisor import Supervisor
 from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_sockstat
-from tcpmax.model.errors import classify
+from tcpmax.model.errors import ErrorClass, classify
 from tcpmax.model.facts import PortRange, Sockstat
 from tcpmax.model.load import (
     LoadConfig,
@@ -36,7 +35,7 @@ from tcpmax.model.load import (
 )
 from tcpmax.model.worker_result import WorkerResult, decode_worker_result
 
-__all__ = ["LoadError", "LoadProgress", "LoadResult", "LoadRun", "route_sources"]
+__all__ = ["ErrorCount", "LoadError", "LoadProgress", "LoadResult", "LoadRun", "route_sources"]
 
 
 class LoadError(RuntimeError):
@@ -54,6 +53,21 @@ class LoadProgress:
     in_flight: int
     errors: dict[str, int]
     rate: float                      # established per second over the last sample window
+
+
+@dataclass(frozen=True)
+class ErrorCount:
+    """Connects that failed with one errno in a run, with what it means and what to do."""
+
+    name: str            # "EADDRNOTAVAIL", or the number as text when it has no name
+    count: int
+    meaning: str
+    advice: str
+
+    @classmethod
+    def of(cls, name: str, count: int) -> ErrorCount:
+        known = classify_name(name)
+        return cls(name, count, known.meaning, known.advice)
 
 
 @dataclass
@@ -86,7 +100,7 @@ class LoadResult:
     bytes_sent: int
     bytes_received: int
     peer_closed: int
-    errors: list[dict[str, Any]]
+    errors: list[ErrorCount]          # most frequent first
     per_source: dict[str, int]
     client_rss_bytes: int
     client_private_bytes: int
@@ -96,6 +110,11 @@ class LoadResult:
     time_wait_after: int | None
     warnings: list[str]
     curve: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def error_counts(self) -> dict[str, int]:
+        """Failed connects by errno name."""
+        return {e.name: e.count for e in self.errors}
 
 
 def route_sources(destination: str) -> tuple[str, ...]:
@@ -351,8 +370,7 @@ class LoadRun:
             messages_sent=total(rows, Col.MSG_SENT), messages_received=total(rows, Col.MSG_RECV),
             bytes_sent=total(rows, Col.BYTES_OUT), bytes_received=total(rows, Col.BYTES_IN),
             peer_closed=total(rows, Col.PEER_CLOSED),
-            errors=[{"name": name, "count": count, "meaning": classify_name(name).meaning,
-                     "advice": classify_name(name).advice}
+            errors=[ErrorCount.of(name, count)
                     for name, count in sorted(errors.items(), key=lambda kv: -kv[1])],
             per_source=per_source, client_rss_bytes=state.rss,
             client_private_bytes=state.private,
@@ -361,7 +379,7 @@ class LoadRun:
             warnings=list(plan.warnings), curve=_thin(state.curve, 600))
 
 
-def classify_name(name: str) -> Any:
+def classify_name(name: str) -> ErrorClass:
     import errno as _errno
 
     code = getattr(_errno, name, None)
