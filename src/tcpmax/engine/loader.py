@@ -198,7 +198,7 @@ class LoadRun:
 
     Raises:
         LoadError: no route to the endpoint, or no usable source address.
-        ValueError: a plan that cannot work (from `plan_load`, e.g. too few ports).
+        ValueError: no usable ephemeral port in this host's range (from `plan_load`).
 
     Example:
         >>> from tcpmax import LoadConfig, LoadRun

@@ -6,6 +6,8 @@ source-IP count, or the admission that this host cannot get there (memory) and `
 must spread the load.
 
 Invariants:
+- `FIXES` is the one table from a constraint to what lifts it: every `ConstraintKey` has
+  exactly one entry, and nothing else decides a fix.
 - Walls are ordered by the count at which they stop a run; per-process walls count from one
   process, because that is where a naive program stops.
 - A sysctl change is only proposed when the current value is known and too small, or unknown
