@@ -168,6 +168,7 @@ class Capacity:
 
     @property
     def host_constraints(self) -> tuple[Constraint, ...]:
+        """The limits that can bind the host: host-wide, applicable and known."""
         return tuple(c for c in self.constraints
                      if c.applies and c.scope is Scope.HOST and c.limit is not None)
 
@@ -178,11 +179,13 @@ class Capacity:
 
     @property
     def connections(self) -> int | None:
+        """The most connections the host holds in this role; None when nothing is known."""
         binding = self.binding
         return None if binding is None else binding.limit
 
     @property
     def binding_key(self) -> ConstraintKey | None:
+        """Which limit binds first (see `binding`)."""
         binding = self.binding
         return None if binding is None else binding.key
 
@@ -194,6 +197,7 @@ class Capacity:
 
     @property
     def per_process(self) -> int | None:
+        """Connections one tcpmax process can hold; None when RLIMIT_NOFILE is unknown."""
         c = self.get(ConstraintKey.PROCESS_FDS)
         return None if c is None else c.limit
 
@@ -223,6 +227,11 @@ def per_process_connections(nofile_hard: int, fd_reserve: int = FD_RESERVE_PER_P
 
 
 def processes_needed(connections: int, per_process: int, at_least: int = 1) -> int:
+    """Processes to hold `connections` at `per_process` each, and at least `at_least`.
+
+    Raises:
+        ValueError: `per_process` is not positive.
+    """
     if per_process <= 0:
         raise ValueError("a process that can hold no connection cannot be scaled out")
     return max(at_least, math.ceil(connections / per_process))
