@@ -14,7 +14,7 @@ from tcpmax.cli.doctor import render_doctor
 from tcpmax.host.inspect import read_host
 from tcpmax.model.capacity import Costs
 from tcpmax.model.doctor import build_doctor_report
-from tcpmax.model.jsonable import to_jsonable
+from tcpmax.model.schema import to_jsonable
 from tests.conftest import FAKE_PROC_FILES
 
 GARBAGE = st.one_of(

@@ -4,7 +4,15 @@ import dataclasses
 
 import pytest
 
-from tcpmax.model.capacity import Costs, Role, host_capacity, processes_needed, theory_ceilings
+from tcpmax.model.capacity import (
+    ConstraintKey,
+    Costs,
+    Role,
+    Scope,
+    host_capacity,
+    processes_needed,
+    theory_ceilings,
+)
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange
 
 COSTS = Costs(kernel_bytes_per_socket=3400, user_bytes_per_connection=100, fd_reserve=64,
@@ -29,37 +37,37 @@ def test_one_process_holds_its_hard_limit_minus_its_own_files():
 def test_per_process_limit_never_binds_the_host():
     cap = host_capacity(ROOMY, Role.SERVER, COSTS)
     assert cap.binding is not None
-    assert cap.binding.scope == "host"
+    assert cap.binding.scope is Scope.HOST
     assert cap.connections > cap.per_process
 
 
 def test_server_memory_limit_is_available_bytes_over_cost_per_connection():
     facts = dataclasses.replace(ROOMY, mem_available=35_000_000)
     cap = host_capacity(facts, Role.SERVER, COSTS)
-    assert cap.binding_key == "memory"
+    assert cap.binding_key == ConstraintKey.MEMORY
     assert cap.connections == 10_000
 
 
 def test_system_fds_limit_is_file_max_minus_files_in_use():
     facts = dataclasses.replace(ROOMY, file_max=5_000, files_allocated=1_000)
     cap = host_capacity(facts, Role.SERVER, COSTS)
-    assert cap.binding_key == "system_fds"
+    assert cap.binding_key == ConstraintKey.SYSTEM_FDS
     assert cap.connections == 4_000
 
 
 def test_loopback_counts_two_sockets_per_connection():
     facts = dataclasses.replace(ROOMY, mem_available=35_000_000, file_max=101_000)
     loop = host_capacity(facts, Role.LOOPBACK, COSTS)
-    assert loop.get("memory").limit == 5_000          # 35e6 / (2 x 3,500)
-    assert loop.get("system_fds").limit == 50_000     # (101,000 - 1,000) / 2
+    assert loop.get(ConstraintKey.MEMORY).limit == 5_000          # 35e6 / (2 x 3,500)
+    assert loop.get(ConstraintKey.SYSTEM_FDS).limit == 50_000     # (101,000 - 1,000) / 2
 
 
 def test_client_ports_are_usable_range_times_sources_times_endpoints():
     facts = dataclasses.replace(ROOMY, reserved_ports=(PortRange(40000, 40009),))
     cap = host_capacity(facts, Role.CLIENT, COSTS, sources=3, endpoints=2)
-    assert cap.get("pair_ports").limit == 28_232 - 10
-    assert cap.get("ports").limit == 28_222 * 3 * 2
-    assert cap.binding_key == "ports"
+    assert cap.get(ConstraintKey.PAIR_PORTS).limit == 28_232 - 10
+    assert cap.get(ConstraintKey.PORTS).limit == 28_222 * 3 * 2
+    assert cap.binding_key == ConstraintKey.PORTS
 
 
 def test_reserved_ports_outside_the_range_cost_nothing():
@@ -80,27 +88,27 @@ def test_loopback_client_may_use_all_of_127_slash_8():
 
 def test_server_has_no_port_limit():
     cap = host_capacity(ROOMY, Role.SERVER, COSTS)
-    assert cap.get("ports") is None and cap.get("pair_ports") is None
+    assert cap.get(ConstraintKey.PORTS) is None and cap.get(ConstraintKey.PAIR_PORTS) is None
 
 
 def test_unknown_memory_is_shown_but_never_binds():
     facts = dataclasses.replace(ROOMY, mem_available=None, file_max=5_000)
     cap = host_capacity(facts, Role.SERVER, COSTS)
-    assert cap.get("memory").limit is None
-    assert cap.binding_key == "system_fds"
+    assert cap.get(ConstraintKey.MEMORY).limit is None
+    assert cap.binding_key == ConstraintKey.SYSTEM_FDS
 
 
 def test_idle_conntrack_table_does_not_bind():
     facts = dataclasses.replace(ROOMY, conntrack_max=1_000, conntrack_count=0)
     cap = host_capacity(facts, Role.SERVER, COSTS)
-    assert cap.get("conntrack").applies is False
-    assert cap.binding_key != "conntrack"
+    assert cap.get(ConstraintKey.CONNTRACK).applies is False
+    assert cap.binding_key != ConstraintKey.CONNTRACK
 
 
 def test_tracking_conntrack_table_binds_at_its_free_entries():
     facts = dataclasses.replace(ROOMY, conntrack_max=1_000, conntrack_count=200)
     cap = host_capacity(facts, Role.SERVER, COSTS)
-    assert cap.binding_key == "conntrack"
+    assert cap.binding_key == ConstraintKey.CONNTRACK
     assert cap.connections == 800
 
 
@@ -108,7 +116,7 @@ def test_every_constraint_shows_its_arithmetic_with_its_result():
     cap = host_capacity(ROOMY, Role.LOOPBACK, COSTS)
     for c in cap.constraints:
         if c.limit is not None:
-            assert f"{c.limit:,}" in c.arithmetic or c.key == "nr_open", c
+            assert f"{c.limit:,}" in c.arithmetic or c.key == ConstraintKey.NR_OPEN, c
 
 
 def test_next_limit_is_the_second_host_limit():
@@ -137,6 +145,6 @@ def test_file_max_does_not_bind_a_process_with_cap_sys_admin():
     facts = dataclasses.replace(ROOMY, file_max=5_000, files_allocated=1_000,
                                 capabilities=frozenset({"CAP_SYS_ADMIN"}))
     cap = host_capacity(facts, Role.SERVER, COSTS)
-    assert cap.get("system_fds").applies is False
-    assert "CAP_SYS_ADMIN" in cap.get("system_fds").note
-    assert cap.binding_key != "system_fds"
+    assert cap.get(ConstraintKey.SYSTEM_FDS).applies is False
+    assert "CAP_SYS_ADMIN" in cap.get(ConstraintKey.SYSTEM_FDS).note
+    assert cap.binding_key != ConstraintKey.SYSTEM_FDS

@@ -4,7 +4,7 @@ import pytest
 
 from tcpmax.model.capacity import Costs
 from tcpmax.model.facts import PortRange
-from tcpmax.model.plan import MachineSpec, PlanRequest, plan_fleet
+from tcpmax.model.plan import Bound, MachineSpec, PlanRequest, plan_fleet
 
 GIB = 2**30
 COSTS = Costs(3400, 100)
@@ -20,7 +20,7 @@ def test_a_64_gib_server_holds_what_80_percent_of_its_memory_allows():
     # 64 GiB x 0.8 = 54,975,581,388 B / 3,500 B = 15,707,308
     assert p.servers.capacity == 15_707_308
     assert p.servers.machines == 1
-    assert p.servers.bound_by == "memory"
+    assert p.servers.bound_by is Bound.MEMORY
 
 
 def test_servers_are_added_when_one_machine_is_not_enough():
@@ -40,7 +40,7 @@ def test_processes_per_machine_follow_the_open_file_limit_but_at_least_the_cores
 def test_a_low_open_file_limit_can_bind_before_memory():
     p = plan_fleet(request(10_000_000, nofile=1_064))
     assert p.servers.capacity == 1_000 * 512
-    assert p.servers.bound_by == "open files"
+    assert p.servers.bound_by is Bound.OPEN_FILES
 
 
 def test_source_ips_follow_ports_times_endpoints():

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from tcpmax.model.capacity import Costs, Role
+from tcpmax.model.capacity import ConstraintKey, Costs, Role
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange
-from tcpmax.model.target import SysctlChange, assess_target, backlog_for, headroom
+from tcpmax.model.target import FIXES, SysctlChange, assess_target, backlog_for, headroom
 
 COSTS = Costs(3400, 100)
 # Shaped like the reference machine: 20,000 open files per process, 24 GB.
@@ -24,14 +24,14 @@ HOST = HostFacts(
 
 def test_a_million_on_loopback_hits_the_per_process_fd_limit_first():
     a = assess_target(HOST, 1_000_000, Role.LOOPBACK, COSTS)
-    assert a.first_wall.constraint.key == "process_fds"
+    assert a.first_wall.constraint.key == ConstraintKey.PROCESS_FDS
     assert a.first_wall.constraint.errno == "EMFILE"
     assert a.processes == 51                      # ceil(1,000,000 / 19,936)
 
 
 def test_a_million_on_loopback_needs_36_source_ips_given_automatically():
     a = assess_target(HOST, 1_000_000, Role.LOOPBACK, COSTS)
-    port_wall = next(w for w in a.walls if w.constraint.key == "pair_ports")
+    port_wall = next(w for w in a.walls if w.constraint.key == ConstraintKey.PAIR_PORTS)
     assert a.source_ips == 36                     # ceil(1,000,000 / 28,232)
     assert port_wall.fix.automatic and port_wall.fix.source_ips == 36
     assert a.reachable
@@ -50,7 +50,7 @@ def test_missing_cap_sys_resource_is_named_in_the_fd_fix():
 
 def test_file_max_shortfall_is_fixed_with_a_sysctl_with_headroom():
     a = assess_target(HOST, 2_000_000, Role.LOOPBACK, COSTS)
-    wall = next(w for w in a.walls if w.constraint.key == "system_fds")
+    wall = next(w for w in a.walls if w.constraint.key == ConstraintKey.SYSTEM_FDS)
     (change,) = wall.fix.sysctls
     assert change.name == "fs.file-max"
     assert change.value == str(headroom(2 * 2_000_000 + 300))
@@ -60,13 +60,13 @@ def test_file_max_shortfall_is_fixed_with_a_sysctl_with_headroom():
 def test_a_privileged_process_has_no_file_max_wall():
     root = dataclasses.replace(HOST, capabilities=frozenset({"CAP_SYS_ADMIN"}))
     a = assess_target(root, 2_000_000, Role.LOOPBACK, COSTS)
-    assert "system_fds" not in {w.constraint.key for w in a.walls}
+    assert ConstraintKey.SYSTEM_FDS not in {w.constraint.key for w in a.walls}
 
 
 def test_memory_shortfall_is_not_reachable_and_points_to_plan():
     small = dataclasses.replace(HOST, mem_available=1_000_000_000)
     a = assess_target(small, 1_000_000, Role.SERVER, COSTS)
-    wall = next(w for w in a.walls if w.constraint.key == "memory")
+    wall = next(w for w in a.walls if w.constraint.key == ConstraintKey.MEMORY)
     assert not wall.fix.possible
     assert "tcpmax plan" in wall.fix.summary
     assert not a.reachable
@@ -124,3 +124,46 @@ def test_only_network_namespace_sysctls_are_marked_namespaced():
 def test_a_target_below_one_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         assess_target(HOST, 0, Role.SERVER, COSTS)
+
+
+def test_the_fix_table_has_exactly_one_entry_per_constraint_key():
+    assert set(FIXES) == set(ConstraintKey)
+
+
+# A host where every limit that can be a wall is far below ten million, each at its own count.
+TINY = HostFacts(
+    nofile_soft=1_000, nofile_hard=1_000, nr_open=2_000,
+    file_max=5_000, files_allocated=300,
+    port_range=PortRange(40000, 40009), reserved_ports=(),
+    epoll_max_user_watches=7_000, conntrack_max=9_000, conntrack_count=10,
+    mem_available=50_000_000, tcp_mem_pages=(10, 20, 30), page_size=4096,
+    addresses=(LocalAddress("eth0", "192.0.2.7", 24),),
+    capabilities=frozenset(),
+)
+# What each constraint's fix must talk about: the setting or remedy that lifts that limit.
+REMEDY = {
+    ConstraintKey.PROCESS_FDS: "processes",
+    ConstraintKey.PROCESS_BUDGET: "hard open-file limit",
+    ConstraintKey.NR_OPEN: "fs.nr_open",
+    ConstraintKey.SYSTEM_FDS: "fs.file-max",
+    ConstraintKey.MEMORY: "add memory",
+    ConstraintKey.EPOLL_WATCHES: "fs.epoll.max_user_watches",
+    ConstraintKey.CONNTRACK: "nf_conntrack_max",
+    ConstraintKey.PAIR_PORTS: "source IPs",
+    ConstraintKey.PORTS: "source IPs",
+}
+
+
+def test_every_wall_gets_the_fix_for_its_own_constraint():
+    a = assess_target(TINY, 10_000_000, Role.CLIENT, COSTS, sources=1, endpoints=2)
+    keys = [w.constraint.key for w in a.walls]
+    assert sorted(keys) == sorted(REMEDY)       # every applicable constraint is a wall here
+    for w in a.walls:
+        assert REMEDY[w.constraint.key] in w.fix.summary, w
+
+
+def test_context_only_tcp_mem_is_never_a_wall():
+    a = assess_target(TINY, 10_000_000, Role.CLIENT, COSTS, sources=1, endpoints=2)
+    tcp_mem = a.capacity.get(ConstraintKey.TCP_MEM)
+    assert tcp_mem is not None and not tcp_mem.applies
+    assert ConstraintKey.TCP_MEM not in {w.constraint.key for w in a.walls}

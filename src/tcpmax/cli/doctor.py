@@ -17,22 +17,27 @@ from tcpmax.model.capacity import (
     DEFAULT_KERNEL_BYTES_PER_SOCKET,
     DEFAULT_USER_BYTES_PER_CONNECTION,
     Constraint,
+    ConstraintKey,
     Costs,
     Role,
+    Scope,
 )
 from tcpmax.model.doctor import DoctorReport, build_doctor_report
 from tcpmax.model.facts import HostFacts
-from tcpmax.model.jsonable import to_jsonable
+from tcpmax.model.schema import Schema
 from tcpmax.model.target import TargetAssessment
 from tcpmax.model.units import format_bytes, format_count
 
 __all__ = ["doctor", "render_doctor"]
 
 _ROLE_TITLES = {
-    "server": "as a server",
-    "client": "as a client",
-    "loopback": "loopback (both ends here)",
+    Role.SERVER: "as a server",
+    Role.CLIENT: "as a client",
+    Role.LOOPBACK: "loopback (both ends here)",
 }
+_PER = {Scope.HOST: "", Scope.PROCESS: " / process", Scope.PAIR: " / pair"}
+# Limits counted per socket: loopback holds two per connection, so its figure differs.
+_PER_SOCKET = (ConstraintKey.SYSTEM_FDS, ConstraintKey.MEMORY, ConstraintKey.EPOLL_WATCHES)
 
 
 def _fmt(value: object) -> str:
@@ -114,13 +119,11 @@ def _cell(c: Constraint | None, binding: Constraint | None) -> Text:
     if c.limit is None:
         return Text("unknown", style="yellow")
     value = format_count(c.limit)
-    if c.scope == "process":
-        return Text(f"{value} / process")
-    if c.scope == "pair":
-        return Text(f"{value} / pair")
+    if c.scope is not Scope.HOST:
+        return Text(f"{value}{_PER[c.scope]}")
     if not c.applies:
         return Text(f"({value})", style="dim")
-    if binding is not None and c.key == binding.key:
+    if binding is not None and c.key is binding.key:
         return Text(f"{value} ◀ binds", style="bold red")
     return Text(value)
 
@@ -133,7 +136,7 @@ def _capacity_table(report: DoctorReport) -> Table:
     caps = report.capacity
     for role in caps:
         t.add_column(_ROLE_TITLES[role], justify="right")
-    rows: dict[str, Constraint] = {}
+    rows: dict[ConstraintKey, Constraint] = {}
     for cap in caps.values():
         for c in cap.constraints:
             rows.setdefault(c.key, c)
@@ -155,8 +158,8 @@ def _arithmetic(report: DoctorReport) -> RenderableType:
             if text in seen:
                 continue
             seen.add(text)
-            scope = "" if role == "server" or c.key not in ("system_fds", "memory",
-                                                             "epoll_watches") else f" [{role}]"
+            scope = ("" if role is Role.SERVER or c.key not in _PER_SOCKET
+                     else f" [{role}]")
             lines.append(f"  {text}{scope}\n")
             if c.note:
                 lines.append(f"      {c.note}\n", style="dim")
@@ -183,7 +186,7 @@ def _walls_table(a: TargetAssessment, title: str) -> Table:
     t.add_column("fix")
     for w in a.walls:
         c = w.constraint
-        scope = {"process": " / process", "pair": " / pair"}.get(c.scope, "")
+        scope = _PER[c.scope]
         style = "" if w.fix.possible else "red"
         auto = " [automatic]" if w.fix.automatic else ""
         t.add_row(f"{format_count(c.limit)}{scope}", c.title, c.errno or "",
@@ -203,10 +206,10 @@ def _verdict(a: TargetAssessment) -> str:
     with_ = ", ".join(parts)
     if a.unknown:
         return (f"cannot judge whether {format_count(a.target)} is reachable "
-                f"{_ROLE_TITLES[a.role.value]}: unknown {'; '.join(a.unknown)}.")
+                f"{_ROLE_TITLES[a.role]}: unknown {'; '.join(a.unknown)}.")
     if a.reachable:
-        return f"{format_count(a.target)} is reachable {_ROLE_TITLES[a.role.value]} with {with_}."
-    return (f"{format_count(a.target)} is NOT reachable {_ROLE_TITLES[a.role.value]} on this "
+        return f"{format_count(a.target)} is reachable {_ROLE_TITLES[a.role]} with {with_}."
+    return (f"{format_count(a.target)} is NOT reachable {_ROLE_TITLES[a.role]} on this "
             f"host: see the red fix (tcpmax plan sizes a fleet).")
 
 
@@ -221,7 +224,7 @@ def _target_section(report: DoctorReport) -> RenderableType:
             head = (f"{_ROLE_TITLES[role].capitalize()}: {binding.title} binds first at "
                     f"{format_count(binding.limit)}; fixing it reaches the next limit, "
                     f"{format_count(a.target)}")
-            walls = [w for w in a.walls if w.constraint.scope == "host"]
+            walls = [w for w in a.walls if w.constraint.scope is Scope.HOST]
             a = TargetAssessment(a.target, a.role, a.capacity, tuple(walls), a.processes,
                                  a.source_ips, a.nofile_single_process, a.sysctls)
         else:
@@ -314,7 +317,7 @@ def doctor(target: int | None, sources: int | None, endpoints: int, measure: boo
                                  sources=sources, endpoints=endpoints,
                                  measurement=measurement)
     if as_json:
-        emit_json(to_jsonable(report))
+        emit_json(Schema.DOCTOR, report)
     else:
         render_doctor(report, stdout_console())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 import socket
@@ -16,6 +15,7 @@ from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, refuse_unused
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
+from tcpmax.model.schema import Schema
 from tcpmax.model.units import format_bytes, format_count, shown
 
 __all__ = ["load", "parse_sources", "resolve_targets"]
@@ -128,8 +128,8 @@ def _summary(r: LoadResult) -> Table:
     for row in rows:
         t.add_row(*row)
     for e in r.errors:
-        t.add_row(Text(f"{e['name']} x {e['count']:,}", style="red"),
-                  f"{e['meaning']}. Advice: {e['advice']}")
+        t.add_row(Text(f"{e.name} x {e.count:,}", style="red"),
+                  f"{e.meaning}. Advice: {e.advice}")
     return t
 
 
@@ -216,7 +216,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                      (lambda p: err.print(_progress_line(p), highlight=False)),
                      log=lambda msg: err.print(msg, highlight=False))
     if as_json:
-        emit_json(dataclasses.asdict(result))
+        emit_json(Schema.LOAD, result)
     else:
         err.print(_summary(result))
     sys.exit(0 if result.reached else 1)

@@ -2,7 +2,9 @@
 machine output as one JSON document on stdout, progress and status on stderr.
 
 Consoles never read markup: addresses such as ``[fd00::1]`` and any other text a user typed
-are printed as typed (styles come from `rich.text.Text`, never from ``[bold]`` strings)."""
+are printed as typed (styles come from `rich.text.Text`, never from ``[bold]`` strings).
+Every command's ``--json`` goes through `emit_json`, so every document is built by
+`tcpmax.model.schema.document`: one serializer, schema names in one place."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any
 
 import click
 from rich.console import Console
+
+from tcpmax.model.schema import Schema, document
 
 __all__ = ["emit_json", "stderr_console", "stdout_console"]
 
@@ -28,6 +32,7 @@ def stderr_console() -> Console:
                                                    width=120)
 
 
-def emit_json(data: Any) -> None:
-    """One JSON document on stdout and nothing else there."""
+def emit_json(schema: Schema, *parts: object, **fields: object) -> None:
+    """One JSON document on stdout and nothing else there (see `document` for the parts)."""
+    data: dict[str, Any] = document(schema, *parts, **fields)
     click.echo(json.dumps(data, indent=2))

@@ -27,13 +27,11 @@ from tcpmax.model.capacity import (
     Costs,
 )
 from tcpmax.model.facts import PortRange
-from tcpmax.model.jsonable import to_jsonable
 from tcpmax.model.plan import FleetPlan, MachineSpec, PlanRequest, SidePlan, plan_fleet
+from tcpmax.model.schema import Schema
 from tcpmax.model.units import format_bytes, format_count
 
 __all__ = ["plan", "render_plan"]
-
-PLAN_SCHEMA = "tcpmax.plan/1"
 
 
 def _side_table(side: SidePlan) -> Table:
@@ -136,6 +134,6 @@ def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if as_json:
-        emit_json({"schema": PLAN_SCHEMA, **to_jsonable(result)})
+        emit_json(Schema.PLAN, result)
     else:
         render_plan(result, stdout_console())

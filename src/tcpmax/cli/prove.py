@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console, stdout_console
 from tcpmax.lab.common import Outcome, Verdict
+from tcpmax.model.schema import Schema
 
 __all__ = ["prove"]
 
@@ -124,7 +124,7 @@ def prove(claims: tuple[str, ...], scale: bool, as_json: bool,
         report_path.write_text(render_html(report))
         err.print(f"report: {report_path}", highlight=False)
     if as_json:
-        emit_json(dataclasses.asdict(report))
+        emit_json(Schema.PROVE, report)
     else:
         stdout_console().print(_table(report.outcomes))
     sys.exit(1 if report.counts()[Verdict.REFUTED.value] else 0)

@@ -14,6 +14,7 @@ from rich.text import Text
 from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL, refuse_unused
 from tcpmax.engine.server import ListenError, ServeRun, open_listeners
+from tcpmax.model.schema import Schema
 from tcpmax.model.serve import Mode, ServeConfig
 from tcpmax.model.units import format_bytes, format_count, shown
 
@@ -226,6 +227,6 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
                      log=lambda msg: err.print(msg, highlight=False))
     elapsed = time.monotonic() - started
     if as_json:
-        emit_json({**run.snapshot(), "stopped": reason, "elapsed_s": round(elapsed, 3)})
+        emit_json(Schema.SERVE_STATS, run.snapshot(), stopped=reason, elapsed_s=round(elapsed, 3))
     else:
         err.print(_summary(run, reason, elapsed))

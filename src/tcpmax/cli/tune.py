@@ -23,6 +23,7 @@ from tcpmax.host.tune import (
     systemd_dropin,
 )
 from tcpmax.model.capacity import Role
+from tcpmax.model.schema import Schema
 from tcpmax.model.target import assess_target
 from tcpmax.model.units import format_count
 
@@ -95,7 +96,7 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
         except TuneError as exc:
             raise click.UsageError(str(exc)) from exc
         if as_json:
-            emit_json({"schema": "tcpmax.tune/1", "reverted": dict(restored)})
+            emit_json(Schema.TUNE, reverted=dict(restored))
         else:
             for name, value in restored:
                 out.print(f"restored {name} = {value}")
@@ -118,9 +119,8 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
         except TuneError as exc:
             raise click.UsageError(str(exc)) from exc
         if as_json:
-            emit_json({"schema": "tcpmax.tune/1", "target": target, "role": role,
-                       "applied": [{"name": n, "previous": p, "value": v}
-                                   for n, p, v in done]})
+            emit_json(Schema.TUNE, target=target, role=role,
+                      applied=[{"name": n, "previous": p, "value": v} for n, p, v in done])
             return
         if not done:
             out.print("nothing to change: the current settings already fit the target")
@@ -132,12 +132,11 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
             out.print(f"previous values saved in {paths.backup}; undo with: {undo}")
         return
     if as_json:
-        emit_json({"schema": "tcpmax.tune/1", "target": target, "role": role,
-                   "sysctls": [{"name": c.name, "current": c.current, "value": c.value,
-                                "reason": c.reason, "namespaced": c.namespaced}
-                               for c in changes],
-                   "nofile": nofile, "processes": assessment.processes,
-                   "source_ips": assessment.source_ips})
+        emit_json(Schema.TUNE, target=target, role=role,
+                  sysctls=[{"name": c.name, "current": c.current, "value": c.value,
+                            "reason": c.reason, "namespaced": c.namespaced} for c in changes],
+                  nofile=nofile, processes=assessment.processes,
+                  source_ips=assessment.source_ips)
         return
     out.print(f"# /{SYSCTL_FILE}   (apply: sudo tcpmax tune --target {target} --role {role} "
               "--apply)")

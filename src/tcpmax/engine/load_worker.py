@@ -18,9 +18,7 @@ default) and send the results (histograms, errors, per-source counts) up a pipe.
 
 from __future__ import annotations
 
-import base64
 import errno
-import json
 import os
 import select
 import signal
@@ -36,6 +34,7 @@ from tcpmax.engine.counters import Col, CounterTable
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
+from tcpmax.model.worker_result import WorkerResult, encode_worker_result
 
 __all__ = ["CONTROL_RELEASE_MS", "new_histogram", "run_load_worker"]
 
@@ -259,16 +258,15 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         close(fd)          # SO_LINGER 0 was set before connect when --close reset
         fd = state.find(ESTABLISHED, fd + 1)
     row[Col.OPEN] = 0
-    result = {
-        "errors": {errno.errorcode.get(k, str(k)): v for k, v in errors.items()},
-        "peak_open": peak_open,
-        "final_open": final_open,
-        "per_source": dict(zip(sources, peak_by_source, strict=True)),
-        "connect_hist": base64.b64encode(connect_hist.encode()).decode(),
-        "msg_hist": base64.b64encode(msg_hist.encode()).decode() if received else None,
-    }
-    data = json.dumps(result).encode()
+    result = WorkerResult(
+        errors={errno.errorcode.get(k, str(k)): v for k, v in errors.items()},
+        peak_open=peak_open,
+        final_open=final_open,
+        per_source=dict(zip(sources, peak_by_source, strict=True)),
+        connect_hist=connect_hist.encode(),
+        msg_hist=msg_hist.encode() if received else None,
+    )
     os.set_blocking(result_w, True)
-    view = memoryview(struct.pack("I", len(data)) + data)
+    view = memoryview(encode_worker_result(result))
     while view:
         view = view[os.write(result_w, view):]

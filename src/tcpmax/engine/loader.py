@@ -9,27 +9,23 @@ tear down.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import ipaddress
-import json
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import CONTROL_RELEASE_MS, new_histogram, run_load_worker
 from tcpmax.engine.supervisor import Supervisor
 from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, read_sockstat
 from tcpmax.host.process import process_memory, raise_nofile
-from tcpmax.model.errors import classify
-from tcpmax.model.facts import PortRange
+from tcpmax.model.errors import ErrorClass, classify
+from tcpmax.model.facts import PortRange, Sockstat
 from tcpmax.model.load import (
     LoadConfig,
     LoadPlan,
@@ -39,10 +35,9 @@ from tcpmax.model.load import (
     sources_needed,
     usable_port_list,
 )
+from tcpmax.model.worker_result import WorkerResult, decode_worker_result
 
-__all__ = ["LoadError", "LoadProgress", "LoadResult", "LoadRun", "route_sources"]
-
-RESULT_SCHEMA = "tcpmax.load/1"
+__all__ = ["ErrorCount", "LoadError", "LoadProgress", "LoadResult", "LoadRun", "route_sources"]
 
 
 class LoadError(RuntimeError):
@@ -51,6 +46,8 @@ class LoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadProgress:
+    """A live view of a run, passed to `LoadRun.run`'s `on_progress` about once a second."""
+
     elapsed: float
     established: int
     target: int
@@ -60,9 +57,32 @@ class LoadProgress:
     rate: float                      # established per second over the last sample window
 
 
+@dataclass(frozen=True)
+class ErrorCount:
+    """Connects that failed with one errno in a run, with what it means and what to do."""
+
+    name: str            # "EADDRNOTAVAIL", or the number as text when it has no name
+    count: int
+    meaning: str
+    advice: str
+
+    @classmethod
+    def of(cls, name: str, count: int) -> ErrorCount:
+        known = classify_name(name)
+        return cls(name, count, known.meaning, known.advice)
+
+
 @dataclass
 class LoadResult:
-    schema: str
+    """Everything one `LoadRun.run` measured; `tcpmax load --json` writes it as the
+    `tcpmax.load/1` document (docs/json.md).
+
+    `reached` says whether `peak_established` got to `requested`; `stopped_by` is
+    "completed", or the signal that ended the run early. Latencies are percentiles in
+    microseconds (`p50`, `p90`, `p99`, `p999`, `max`, `count`); `errors` lists failed
+    connects by errno name, most frequent first, each with its meaning and advice.
+    """
+
     requested: int
     reached: bool
     stopped_by: str
@@ -82,7 +102,7 @@ class LoadResult:
     bytes_sent: int
     bytes_received: int
     peer_closed: int
-    errors: list[dict[str, Any]]
+    errors: list[ErrorCount]          # most frequent first
     per_source: dict[str, int]
     client_rss_bytes: int
     client_private_bytes: int
@@ -92,6 +112,11 @@ class LoadResult:
     time_wait_after: int | None
     warnings: list[str]
     curve: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def error_counts(self) -> dict[str, int]:
+        """Failed connects by errno name."""
+        return {e.name: e.count for e in self.errors}
 
 
 def route_sources(destination: str) -> tuple[str, ...]:
@@ -135,10 +160,10 @@ def check_sources(sources: tuple[str, ...], family: int) -> None:
                 raise LoadError(f"--source {address}: {exc.strerror}") from None
 
 
-def _percentiles(encoded: list[str]) -> dict[str, int] | None:
+def _percentiles(encoded: list[bytes]) -> dict[str, int] | None:
     h = new_histogram()
     for blob in encoded:
-        h.decode_and_add(base64.b64decode(blob))
+        h.decode_and_add(blob)
     if h.get_total_count() == 0:
         return None
     return {"p50": h.get_value_at_percentile(50), "p90": h.get_value_at_percentile(90),
@@ -146,7 +171,51 @@ def _percentiles(encoded: list[str]) -> dict[str, int] | None:
             "max": h.get_max_value(), "count": h.get_total_count()}
 
 
+@dataclass
+class _RunState:
+    """What the supervisor's tick learns while a run goes on, and `_result` reads after."""
+
+    started: float                        # time.monotonic() at the start
+    slab_before: int | None               # /proc/meminfo Slab at the start
+    sockstat_before: Sockstat
+    last: tuple[float, int]               # (when, connected) at the last progress report
+    next_progress: float = 0.0
+    peak: int = 0                         # most connections open at one sample
+    peak_at: float = 0.0                  # seconds from the start to that sample
+    released: bool = False                # every worker finished its ramp; the hold began
+    ramp_done: float | None = None        # seconds from the start to the release
+    rss: int = 0                          # workers' resident bytes at the release
+    private: int = 0                      # and their private bytes
+    slab_after: int | None = None         # Slab at the release
+    sockstat_after: Sockstat | None = None
+    curve: list[tuple[float, int]] = field(default_factory=list)   # (seconds, open)
+
+
 class LoadRun:
+    """One bounded load: opens `cfg.connections` toward `cfg.endpoints`, holds, tears down.
+
+    Building one reads the host (port range, open-file limit, cores), picks source IPs
+    (loopback 127.0.0.0/8 addresses for loopback targets, else the addresses of the
+    interface that routes to the first endpoint) and plans workers and ports, so
+    `plan` can be shown before anything starts. `run()` then forks the workers.
+
+    Args:
+        cfg: what to open, from where, how fast, for how long (`tcpmax.model.load`).
+        proc_root: where to read /proc (tests point it at a copy).
+
+    Raises:
+        LoadError: no route to the endpoint, or no usable source address.
+        ValueError: no usable ephemeral port in this host's range (from `plan_load`).
+
+    Example:
+        >>> from tcpmax import LoadConfig, LoadRun
+        >>> from tcpmax.model.load import Endpoint
+        >>> cfg = LoadConfig(connections=10_000, endpoints=(Endpoint("127.0.0.1", 8000),))
+        >>> result = LoadRun(cfg).run()                  # doctest: +SKIP
+        >>> result.reached, result.connect_latency_us["p99"]  # doctest: +SKIP
+        (True, 412)
+    """
+
     def __init__(self, cfg: LoadConfig, proc_root: Path = LIVE_PROC) -> None:
         self.cfg = cfg
         facts = read_host(proc_root)
@@ -173,6 +242,7 @@ class LoadRun:
 
     # -- live view ---------------------------------------------------------------------
     def progress(self, started: float, last: tuple[float, int] | None = None) -> LoadProgress:
+        """Counters now: established, attempted, in flight, errors; the rate since `last`."""
         rows = self.table.snapshot()[: self.plan.workers]
         total = CounterTable.total
         errors = {name: total(rows, Col[f"ERR_{name}"]) for name in LOAD_ERRNOS}
@@ -189,6 +259,17 @@ class LoadRun:
     def run(self, on_progress: Callable[[LoadProgress], None] | None = None,
             progress_every: float = 1.0,
             log: Callable[[str], None] | None = None) -> LoadResult:
+        """Fork the workers, ramp, hold for `cfg.hold`, tear down; block until done.
+
+        Args:
+            on_progress: called with a `LoadProgress` every `progress_every` seconds.
+            progress_every: seconds between progress calls.
+            log: receives the supervisor's messages (a worker that died, escalation).
+
+        Returns:
+            The `LoadResult`. SIGINT or SIGTERM end the run early (`stopped_by` names it);
+            every worker is reaped before this returns.
+        """
         cfg, plan = self.cfg, self.plan
         pipes = [os.pipe() for _ in range(plan.workers)]
         buffers: dict[int, bytearray] = {r: bytearray() for r, _w in pipes}
@@ -212,33 +293,29 @@ class LoadRun:
         before_mem = read_meminfo().get("Slab")
         before_sock = read_sockstat()
         started = time.monotonic()
-        state: dict[str, Any] = {"started": started, "peak": 0, "peak_at": 0.0,
-                                 "released": False,
-                                 "ramp_done": None, "mem": (0, 0), "mem_avail": None,
-                                 "sock": None, "last": (started, 0), "next_progress": 0.0}
-        curve: list[tuple[float, int]] = []
+        state = _RunState(started, before_mem, before_sock, last=(started, 0))
 
         def tick() -> None:
             now = time.monotonic()
             rows = self.table.snapshot()[: plan.workers]
             est = CounterTable.total(rows, Col.OPEN)
-            curve.append((round(now - started, 2), est))
-            if est > state["peak"]:
-                state["peak"], state["peak_at"] = est, now - started
+            state.curve.append((round(now - started, 2), est))
+            if est > state.peak:
+                state.peak, state.peak_at = est, now - started
             live = [i for i, s in enumerate(sup.slots) if s.pid]
-            if not state["released"] and all(rows[i][Col.RAMP_DONE_MS] for i in live):
-                state["released"] = True
-                state["ramp_done"] = now - started
+            if not state.released and all(rows[i][Col.RAMP_DONE_MS] for i in live):
+                state.released = True
+                state.ramp_done = now - started
                 memory = process_memory(sup.alive())
-                state["mem"] = (memory.rss, memory.private)
-                state["mem_avail"] = read_meminfo().get("Slab")
-                state["sock"] = read_sockstat()
+                state.rss, state.private = memory.rss, memory.private
+                state.slab_after = read_meminfo().get("Slab")
+                state.sockstat_after = read_sockstat()
                 self.table.set(self.control, Col(CONTROL_RELEASE_MS),
                                int((now + cfg.hold) * 1000))
-            if on_progress is not None and now >= state["next_progress"]:
-                state["next_progress"] = now + progress_every
-                on_progress(self.progress(started, state["last"]))
-                state["last"] = (now, CounterTable.total(rows, Col.CONNECTED))
+            if on_progress is not None and now >= state.next_progress:
+                state.next_progress = now + progress_every
+                on_progress(self.progress(started, state.last))
+                state.last = (now, CounterTable.total(rows, Col.CONNECTED))
 
         try:
             stopped_by = sup.run(tick=tick, tick_every=0.1,
@@ -246,44 +323,41 @@ class LoadRun:
         finally:
             for _r, w in pipes:
                 os.close(w)
-        results = []
+        results: list[WorkerResult] = []
         for r, _w in pipes:
             with contextlib.suppress(OSError):
                 os.set_blocking(r, True)
                 while chunk := os.read(r, 1 << 20):
                     buffers[r].extend(chunk)
             os.close(r)
-            data = bytes(buffers[r])
-            if len(data) >= 4:
-                (size,) = struct.unpack_from("I", data)
-                results.append(json.loads(data[4:4 + size]))
-        return self._result(stopped_by, results, state, curve, before_mem, before_sock)
+            record = decode_worker_result(bytes(buffers[r]))
+            if record is not None:      # None: the worker died before it could report
+                results.append(record)
+        return self._result(stopped_by, results, state)
 
-    def _result(self, stopped_by: str, results: list[dict[str, Any]], state: dict[str, Any],
-                curve: list[tuple[float, int]], before_mem: int | None,
-                before_sock: Any) -> LoadResult:
+    def _result(self, stopped_by: str, results: list[WorkerResult],
+                state: _RunState) -> LoadResult:
         cfg, plan = self.cfg, self.plan
         rows = self.table.snapshot()[: plan.workers]
         total = CounterTable.total
         errors: dict[str, int] = {}
         per_source: dict[str, int] = {}
         for res in results:
-            for name, count in res["errors"].items():
+            for name, count in res.errors.items():
                 errors[name] = errors.get(name, 0) + count
-            for src, count in res["per_source"].items():
+            for src, count in res.per_source.items():
                 per_source[src] = per_source.get(src, 0) + count
-        final = sum(r["final_open"] for r in results)     # all held at the release time
-        peak = max(state["peak"], final)
+        final = sum(r.final_open for r in results)     # all held at the release time
+        peak = max(state.peak, final)
         kernel_delta = None
-        after_mem = state["mem_avail"]
-        rss, private = state["mem"]
-        if before_mem is not None and after_mem is not None:
-            kernel_delta = after_mem - before_mem      # Slab growth: see engine/memprobe.py
-        sock_after = state["sock"]
+        if state.slab_before is not None and state.slab_after is not None:
+            # Slab growth: see engine/memprobe.py
+            kernel_delta = state.slab_after - state.slab_before
+        sock_after, before_sock = state.sockstat_after, state.sockstat_before
         page = os.sysconf("SC_PAGE_SIZE")
         tcp_mem_delta = (None if sock_after is None else
                          (sock_after.tcp_mem_pages - before_sock.tcp_mem_pages) * page)
-        time_to_peak = max(1e-6, state["peak_at"])
+        time_to_peak = max(1e-6, state.peak_at)
         try:
             tw_after: int | None = read_sockstat().tcp_time_wait
         except (OSError, KeyError, ValueError):
@@ -293,31 +367,31 @@ class LoadRun:
         # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
         done_ms = [r[Col.RAMP_DONE_MS] for r in rows if r[Col.RAMP_DONE_MS]]
         if done_ms and len(done_ms) == plan.workers:
-            state["ramp_done"] = max(done_ms) / 1000 - state["started"]
+            state.ramp_done = max(done_ms) / 1000 - state.started
         return LoadResult(
-            schema=RESULT_SCHEMA, requested=cfg.connections, reached=peak >= cfg.connections,
+            requested=cfg.connections, reached=peak >= cfg.connections,
             stopped_by=stopped_by, strategy=plan.strategy.value, workers=plan.workers,
             sources=len(plan.sources), endpoints=[str(e) for e in cfg.endpoints],
             peak_established=peak, final_established=final,
-            ramp_seconds=round(state["ramp_done"] or 0.0, 3),
+            ramp_seconds=round(state.ramp_done or 0.0, 3),
             time_to_peak_seconds=round(time_to_peak, 3),
             ramp_rate=round(peak / time_to_peak, 1),
-            connect_latency_us=_percentiles([r["connect_hist"] for r in results]) or {},
-            message_latency_us=_percentiles([r["msg_hist"] for r in results
-                                             if r["msg_hist"]]),
+            connect_latency_us=_percentiles([r.connect_hist for r in results]) or {},
+            message_latency_us=_percentiles([r.msg_hist for r in results
+                                             if r.msg_hist is not None]),
             messages_sent=total(rows, Col.MSG_SENT), messages_received=total(rows, Col.MSG_RECV),
             bytes_sent=total(rows, Col.BYTES_OUT), bytes_received=total(rows, Col.BYTES_IN),
             peer_closed=total(rows, Col.PEER_CLOSED),
-            errors=[{"name": name, "count": count, "meaning": classify_name(name).meaning,
-                     "advice": classify_name(name).advice}
+            errors=[ErrorCount.of(name, count)
                     for name, count in sorted(errors.items(), key=lambda kv: -kv[1])],
-            per_source=per_source, client_rss_bytes=rss, client_private_bytes=private,
+            per_source=per_source, client_rss_bytes=state.rss,
+            client_private_bytes=state.private,
             kernel_memory_delta_bytes=kernel_delta, tcp_memory_delta_bytes=tcp_mem_delta,
             time_wait_before=before_sock.tcp_time_wait, time_wait_after=tw_after,
-            warnings=list(plan.warnings), curve=_thin(curve, 600))
+            warnings=list(plan.warnings), curve=_thin(state.curve, 600))
 
 
-def classify_name(name: str) -> Any:
+def classify_name(name: str) -> ErrorClass:
     import errno as _errno
 
     code = getattr(_errno, name, None)

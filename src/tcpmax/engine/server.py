@@ -27,10 +27,8 @@ from tcpmax.engine.serve_worker import run_worker
 from tcpmax.engine.supervisor import Supervisor, fork_child
 from tcpmax.host.inspect import read_sockstat, read_sysctl
 from tcpmax.host.process import raise_nofile, rss_bytes
-from tcpmax.model.jsonable import to_jsonable
+from tcpmax.model.schema import Schema, document
 from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
-
-STATS_SCHEMA = "tcpmax.serve.stats/1"
 
 __all__ = ["ListenInfo", "ServeRun", "ServeStats", "Server", "WorkerStats", "open_listeners"]
 
@@ -174,8 +172,7 @@ class ServeRun:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything /stats reports: worker counters, listeners, memory, kernel sockets."""
-        data: dict[str, Any] = {"schema": STATS_SCHEMA, **to_jsonable(self.stats())}
-        data["listeners"] = to_jsonable(self.infos)
+        data = document(Schema.SERVE_STATS, self.stats(), listeners=self.infos)
         data["rss_bytes"] = self.rss_bytes()
         try:
             sock = read_sockstat()
@@ -216,7 +213,28 @@ class ServeRun:
 
 
 class Server:
-    """`tcpmax serve` in a background supervisor process, for tests and experiments."""
+    """`tcpmax serve` in a background supervisor process, for tests and experiments.
+
+    Building one binds nothing. `start()` binds the listeners, forks the supervisor (which
+    forks the workers and dies with this process), waits until every worker runs and
+    returns the server; `stop()` sends SIGTERM, escalates to SIGKILL after `timeout` and
+    reaps it. As a context manager it starts on entry and stops on exit. While it runs,
+    `addresses` are the bound (host, port) pairs (port 0 resolved), `stats()` the counters
+    read from shared memory, `plan` the worker count and budgets.
+
+    Args:
+        cfg: what to serve: address, ports, mode, bounds (`tcpmax.ServeConfig`).
+
+    Raises (from `start`):
+        OSError: a listener could not be bound (EADDRINUSE, EADDRNOTAVAIL, ...).
+        TimeoutError: the workers did not start in time (everything started is stopped).
+
+    Example:
+        >>> from tcpmax import ServeConfig, Server
+        >>> with Server(ServeConfig(ports=(0,), max_connections=1000)) as srv:
+        ...     host, port = srv.addresses[0]
+        ...     open_now = srv.stats().open
+    """
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg

@@ -200,7 +200,22 @@ def proc_tree_problem(proc_root: Path | str) -> str | None:
 
 
 def read_host(proc_root: Path | str = LIVE_PROC) -> HostFacts:
-    """Read every fact tcpmax uses; see the module docstring."""
+    """Read every limit tcpmax reasons about from this host (or a copy of its /proc).
+
+    Args:
+        proc_root: the /proc to read; a copied tree reads another machine's facts (local
+            addresses are then left unknown: they come from netlink, not files).
+
+    Returns:
+        A `HostFacts`. It never raises for an unreadable fact: the field is None and
+        `unknown` says why.
+
+    Example:
+        >>> from tcpmax import read_host
+        >>> facts = read_host()
+        >>> facts.nofile_hard, facts.port_range  # doctest: +SKIP
+        (20000, PortRange(low=32768, high=60999))
+    """
     root = Path(proc_root)
     unknown: dict[str, str] = {}
 

@@ -39,7 +39,7 @@ def measure(n: int) -> dict[str, Any]:
             "ss_established_on_port": seen.get("ss", 0),
             "sockstat_tcp_inuse_delta": seen.get("sockstat", 0),
             "ramp_seconds": r.ramp_seconds, "workers": r.workers, "sources": r.sources,
-            "errors": {e["name"]: e["count"] for e in r.errors},
+            "errors": r.error_counts,
             "server_private_bytes": seen.get("server_private", 0),
             "client_private_bytes": r.client_private_bytes,
             "kernel_slab_bytes": r.kernel_memory_delta_bytes,

@@ -33,8 +33,8 @@ def measure(extra: int, sources: tuple[str, ...] = ("127.0.0.2",)) -> dict[str, 
     r = d.result
     return {"port_range": f"{low}-{high}", "usable_ports": usable, "sources": list(sources),
             "requested": n, "expected": expected, "peak": r.peak_established,
-            "errors": {e["name"]: e["count"] for e in r.errors},
-            "advice": {e["name"]: e["advice"] for e in r.errors},
+            "errors": r.error_counts,
+            "advice": {e.name: e.advice for e in r.errors},
             "per_source": r.per_source, "seconds": r.ramp_seconds}
 
 

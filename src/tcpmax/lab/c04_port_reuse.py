@@ -55,7 +55,7 @@ def measure(extra: int) -> dict[str, Any]:
     r = d.result
     return {"same_port": a, "usable_ports": usable, "port_range": f"{low}-{high}",
             "requested": n, "peak": r.peak_established, "endpoints": PORTS,
-            "errors": {e["name"]: e["count"] for e in r.errors}}
+            "errors": r.error_counts}
 
 
 def judge(m: dict[str, Any]) -> tuple[Verdict, str]:

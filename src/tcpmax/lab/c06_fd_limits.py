@@ -66,7 +66,7 @@ def measure() -> dict[str, Any]:
     return {"nofile_hard": limit, "single_process_count": count, "single_process_errno": name,
             "multi_requested": 2 * hard, "multi_peak": r.peak_established,
             "multi_workers": r.workers, "file_max": file_max,
-            "errors": {e["name"]: e["count"] for e in r.errors}}
+            "errors": r.error_counts}
 
 
 def judge(m: dict[str, Any]) -> tuple[Verdict, str]:

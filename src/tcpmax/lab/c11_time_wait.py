@@ -22,7 +22,7 @@ def _run(source: str, n: int, close: CloseMode) -> dict[str, Any]:
     d = drive(n, sources=(source,), close=close, strategy=PortStrategy.KERNEL)
     tw = count_sockets("time-wait", f"( src {source} )")
     return {"peak": d.result.peak_established, "time_wait": tw,
-            "errors": {e["name"]: e["count"] for e in d.result.errors}}
+            "errors": d.result.error_counts}
 
 
 def measure(n: int, repeat: bool) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from tcpmax.lab.sandbox import can_sandbox, sweep_stale
 
 __all__ = ["EXPERIMENTS", "ProveReport", "normalize_ids", "prove"]
 
-PROVE_SCHEMA = "tcpmax.prove/1"
 EXPERIMENTS: dict[str, ModuleType] = {
     "C1": c01_four_tuple, "C2": c02_one_port, "C3": c03_port_range, "C4": c04_port_reuse,
     "C5": c05_more_ips, "C6": c06_fd_limits, "C7": c07_memory, "C8": c08_tcp_udp,
@@ -52,7 +51,11 @@ def normalize_ids(ids: tuple[str, ...] | list[str]) -> list[str]:
 
 @dataclass
 class ProveReport:
-    schema: str
+    """What `prove` found: one `Outcome` per claim, with where and when it ran.
+
+    `tcpmax prove --json` writes it as the `tcpmax.prove/1` document (docs/json.md).
+    """
+
     started: str
     seconds: float
     host: dict[str, Any]
@@ -109,5 +112,5 @@ def prove(ids: list[str], *, connections: int = 100_000,
             "root": os.geteuid() == 0, "python": platform.python_version()}
     isolation = ("private network namespaces (root)" if sandbox else
                  f"host loopback only ({why})")
-    return ProveReport(PROVE_SCHEMA, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+    return ProveReport(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
                        round(time.time() - started, 1), host, isolation, outcomes)

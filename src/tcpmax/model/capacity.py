@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 from tcpmax.model.facts import HostFacts
 from tcpmax.model.units import format_bytes, format_count
@@ -36,9 +37,11 @@ __all__ = [
     "MAX_PROCESSES",
     "Capacity",
     "Constraint",
+    "ConstraintKey",
     "Costs",
     "KernelMemoryMeasurement",
     "Role",
+    "Scope",
     "TheoryCeiling",
     "host_capacity",
     "per_process_connections",
@@ -46,16 +49,16 @@ __all__ = [
     "theory_ceilings",
 ]
 
-# Kernel bytes per idle established TCP socket held in epoll: Slab growth per socket measured
-# by `doctor --measure` on a 2-core, 24 GiB, kernel 6.18 machine (3,880 B per socket, plus
-# about 200 B for its epoll entry: 4,088). MemAvailable deltas there gave 3.2-3.4 KB when the
-# machine was quiet, because it counts reclaimable slab (dentries) as available; it is too
-# noisy to rely on. At a million connections tcpmax serve + load grew slab by 5.1 KB per
-# socket: the arithmetic is optimistic at that scale (see docs/benchmarks.md).
-# `doctor --measure` replaces the default with this kernel's own figure.
+# Kernel bytes per idle established TCP socket held in epoll: the Slab growth per socket
+# `doctor --measure` found on the reference machine, rounded (docs/benchmarks.md, "The
+# stretch"). MemAvailable deltas are too noisy to rely on: they count reclaimable slab as
+# available. At a million connections slab grew more per socket than this, so the arithmetic
+# is optimistic at that scale (same section). `doctor --measure` replaces the default with
+# this kernel's own figure.
 DEFAULT_KERNEL_BYTES_PER_SOCKET = 4090
 # What one held connection costs tcpmax's own workers in user space: a slot in flat arrays
-# keyed by fd plus the epoll registration (measured ~70 B; budgeted at 100 B).
+# keyed by fd plus the epoll registration, budgeted above the figure measured in
+# docs/benchmarks.md ("User-space bytes per held connection").
 DEFAULT_USER_BYTES_PER_CONNECTION = 100
 # File descriptors a worker keeps for itself: stdio, epoll, listeners, pipes, shared memory.
 FD_RESERVE_PER_PROCESS = 64
@@ -64,14 +67,52 @@ MAX_PROCESSES = 512
 
 
 class Role(StrEnum):
+    """Which end(s) of the connections this host holds; decides sockets per connection."""
+
     SERVER = "server"      # accepts connections; one socket per connection on this host
     CLIENT = "client"      # opens connections to another host; one socket per connection
     LOOPBACK = "loopback"  # both ends on this host (tcpmax load -> tcpmax serve): two sockets
 
 
+class ConstraintKey(StrEnum):
+    """Every limit `host_capacity` knows. The value is the key in ``--json`` output, and
+    `tcpmax.model.target.FIXES` has exactly one fix for each member."""
+
+    PROCESS_FDS = "process_fds"          # RLIMIT_NOFILE of one process
+    PROCESS_BUDGET = "process_budget"    # that limit x tcpmax's most processes per side
+    NR_OPEN = "nr_open"                  # fs.nr_open: ceiling for any one process's limit
+    SYSTEM_FDS = "system_fds"            # fs.file-max
+    MEMORY = "memory"                    # MemAvailable / bytes per connection
+    EPOLL_WATCHES = "epoll_watches"      # fs.epoll.max_user_watches
+    CONNTRACK = "conntrack"              # nf_conntrack_max
+    PAIR_PORTS = "pair_ports"            # ephemeral ports of one (source IP, endpoint)
+    PORTS = "ports"                      # ephemeral ports x source IPs x endpoints
+    TCP_MEM = "tcp_mem"                  # net.ipv4.tcp_mem (context: idle sockets queue none)
+
+
+class Scope(StrEnum):
+    """What a constraint's limit counts. Only HOST limits bind the host; the others decide
+    how many processes and source IPs a run needs."""
+
+    HOST = "host"        # connections on the whole host
+    PROCESS = "process"  # connections one process holds
+    PAIR = "pair"        # connections from one source IP toward one endpoint
+
+
 @dataclass(frozen=True)
 class Costs:
-    """Memory one connection costs, per socket in the kernel and per side in user space."""
+    """Memory one connection costs, per socket in the kernel and per side in user space, and
+    how tcpmax spreads connections over processes.
+
+    Args:
+        kernel_bytes_per_socket: kernel memory one idle established socket takes (`tcpmax
+            doctor --measure` finds this kernel's figure; docs/benchmarks.md has measured
+            ones).
+        user_bytes_per_connection: what the program holding the connections spends on each.
+        kernel_source: where `kernel_bytes_per_socket` came from, shown in reports.
+        fd_reserve: open files each process keeps for itself (stdio, epoll, pipes).
+        max_processes: the most worker processes tcpmax forks for one side of a run.
+    """
 
     kernel_bytes_per_socket: int = DEFAULT_KERNEL_BYTES_PER_SOCKET
     user_bytes_per_connection: int = DEFAULT_USER_BYTES_PER_CONNECTION
@@ -82,31 +123,54 @@ class Costs:
 
 @dataclass(frozen=True)
 class Constraint:
-    key: str                  # stable identifier used in JSON and by fixes
-    title: str                # what a person calls it
-    errno: str | None         # what the kernel answers when it is hit
-    limit: int | None         # connections it allows; None when an input is unknown
-    arithmetic: str           # how `limit` follows from the facts, numbers included
-    scope: str = "host"       # "host", "process" (one process) or "pair" (one source IP
-                              # toward one endpoint): only host limits bind the host
-    applies: bool = True      # False: shown for context, never binding
+    """One limit on connections, with the arithmetic that produced it.
+
+    Attributes:
+        key: which limit; `tcpmax.model.target.FIXES[key]` is how to lift it.
+        title: what a person calls it.
+        errno: what the kernel answers when it is hit (``"EMFILE"``), if anything.
+        limit: connections it allows; None when an input is unknown (then it never binds).
+        arithmetic: how `limit` follows from the facts, numbers included.
+        scope: what `limit` counts: the host, one process, or one (source IP, endpoint).
+        applies: False when shown for context only (never binding).
+        note: a caveat for the reader, or "".
+    """
+
+    key: ConstraintKey
+    title: str
+    errno: str | None
+    limit: int | None
+    arithmetic: str
+    scope: Scope = Scope.HOST
+    applies: bool = True
     note: str = ""
 
 
 @dataclass(frozen=True)
 class Capacity:
+    """Every limit on one role's connections for one host, from `host_capacity`.
+
+    `connections` is what the host holds (the smallest applicable host-wide limit) and
+    `binding` the constraint that sets it; `get(key)` finds any constraint by its key.
+    """
+
+    # JSON readers get the answer without recomputing it (see tcpmax.model.schema).
+    __json_extra__: ClassVar[tuple[str, ...]] = ("connections", "binding_key")
+
     role: Role
     sources: int
     endpoints: int
     constraints: tuple[Constraint, ...]
 
-    def get(self, key: str) -> Constraint | None:
+    def get(self, key: ConstraintKey) -> Constraint | None:
+        """The constraint with this key, or None when it does not apply to this host/role."""
         return next((c for c in self.constraints if c.key == key), None)
 
     @property
     def host_constraints(self) -> tuple[Constraint, ...]:
+        """The limits that can bind the host: host-wide, applicable and known."""
         return tuple(c for c in self.constraints
-                     if c.applies and c.scope == "host" and c.limit is not None)
+                     if c.applies and c.scope is Scope.HOST and c.limit is not None)
 
     @property
     def binding(self) -> Constraint | None:
@@ -115,11 +179,13 @@ class Capacity:
 
     @property
     def connections(self) -> int | None:
+        """The most connections the host holds in this role; None when nothing is known."""
         binding = self.binding
         return None if binding is None else binding.limit
 
     @property
-    def binding_key(self) -> str | None:
+    def binding_key(self) -> ConstraintKey | None:
+        """Which limit binds first (see `binding`)."""
         binding = self.binding
         return None if binding is None else binding.key
 
@@ -131,7 +197,8 @@ class Capacity:
 
     @property
     def per_process(self) -> int | None:
-        c = self.get("process_fds")
+        """Connections one tcpmax process can hold; None when RLIMIT_NOFILE is unknown."""
+        c = self.get(ConstraintKey.PROCESS_FDS)
         return None if c is None else c.limit
 
 
@@ -160,6 +227,11 @@ def per_process_connections(nofile_hard: int, fd_reserve: int = FD_RESERVE_PER_P
 
 
 def processes_needed(connections: int, per_process: int, at_least: int = 1) -> int:
+    """Processes to hold `connections` at `per_process` each, and at least `at_least`.
+
+    Raises:
+        ValueError: `per_process` is not positive.
+    """
     if per_process <= 0:
         raise ValueError("a process that can hold no connection cannot be scaled out")
     return max(at_least, math.ceil(connections / per_process))
@@ -173,9 +245,27 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
                   sources: int | None = None, endpoints: int = 1) -> Capacity:
     """Every limit on `role` connections for this host, each with its arithmetic.
 
-    `sources` is the number of local source IPs a client uses (default: every loopback
-    address for LOOPBACK, the host's non-loopback addresses for CLIENT); `endpoints` the
-    number of distinct (server IP, port) targets.
+    Args:
+        facts: the host, from `tcpmax.read_host()` or built by hand.
+        role: SERVER, CLIENT, or LOOPBACK (both ends here: two sockets per connection).
+        costs: bytes per connection and process limits; the defaults when None.
+        sources: local source IPs a client uses (default: every loopback address for
+            LOOPBACK, the host's non-loopback IPv4 addresses for CLIENT).
+        endpoints: distinct (server IP, port) targets a client connects to.
+
+    Returns:
+        A `Capacity`: `connections` is the most the host holds, `binding` what stops it;
+        unknown inputs give constraints with ``limit=None`` that never bind.
+
+    Raises:
+        ValueError: `sources` or `endpoints` below 1.
+
+    Example:
+        >>> from tcpmax import HostFacts, Role, host_capacity
+        >>> facts = HostFacts(nofile_hard=20_000, file_max=100_000, mem_available=2**30)
+        >>> cap = host_capacity(facts, Role.SERVER)
+        >>> cap.connections, cap.binding_key
+        (100000, <ConstraintKey.SYSTEM_FDS: 'system_fds'>)
     """
     costs = costs or Costs()
     if endpoints < 1:
@@ -193,26 +283,26 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
         per = per_process_connections(facts.nofile_hard, costs.fd_reserve)
         soft = "unknown" if facts.nofile_soft is None else format_count(facts.nofile_soft)
         out.append(Constraint(
-            "process_fds", "open files per process (RLIMIT_NOFILE)", "EMFILE", per,
+            ConstraintKey.PROCESS_FDS, "open files per process (RLIMIT_NOFILE)", "EMFILE", per,
             f"hard limit {format_count(facts.nofile_hard)} - {costs.fd_reserve} kept for "
             f"the process itself = {format_count(per)} per process",
-            scope="process",
+            scope=Scope.PROCESS,
             note=f"soft limit {soft}: tcpmax raises it to the hard limit; other programs "
                  "stop at the soft limit"))
         budget = per * costs.max_processes
         out.append(Constraint(
-            "process_budget", "tcpmax's processes x open files each", "EMFILE", budget,
+            ConstraintKey.PROCESS_BUDGET, "tcpmax's processes x open files each", "EMFILE", budget,
             f"{format_count(per)} per process x at most {costs.max_processes} processes "
             f"per side = {format_count(budget)}"))
     else:
-        out.append(Constraint("process_fds", "open files per process (RLIMIT_NOFILE)",
-                              "EMFILE", None, "RLIMIT_NOFILE unknown", scope="process"))
+        out.append(Constraint(ConstraintKey.PROCESS_FDS, "open files per process (RLIMIT_NOFILE)",
+                              "EMFILE", None, "RLIMIT_NOFILE unknown", scope=Scope.PROCESS))
     if facts.nr_open is not None:
         out.append(Constraint(
-            "nr_open", "fs.nr_open (ceiling for any one process)", "EMFILE",
+            ConstraintKey.NR_OPEN, "fs.nr_open (ceiling for any one process)", "EMFILE",
             max(0, facts.nr_open - costs.fd_reserve),
             f"no process can raise its open-file limit above fs.nr_open = "
-            f"{format_count(facts.nr_open)}", scope="process"))
+            f"{format_count(facts.nr_open)}", scope=Scope.PROCESS))
 
     # Host-wide file descriptors.
     if facts.file_max is not None:
@@ -220,11 +310,11 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
         free = max(0, facts.file_max - in_use)
         limit = free // sides
         per_conn = " / 2 sockets per connection" if sides == 2 else ""
-        # The kernel lets CAP_SYS_ADMIN go past fs.file-max (alloc_empty_file): measured here,
-        # root held 1.3M loopback connections (2.6M files) over fs.file-max 2,466,170.
+        # The kernel lets CAP_SYS_ADMIN go past fs.file-max (alloc_empty_file): root held more
+        # files than fs.file-max in docs/benchmarks.md ("The stretch").
         privileged = facts.has_capability("CAP_SYS_ADMIN") is True
         out.append(Constraint(
-            "system_fds", "system open files (fs.file-max)", "ENFILE", limit,
+            ConstraintKey.SYSTEM_FDS, "system open files (fs.file-max)", "ENFILE", limit,
             f"fs.file-max {format_count(facts.file_max)} - {format_count(in_use)} in use"
             f"{per_conn} = {format_count(limit)}",
             applies=not privileged,
@@ -232,7 +322,7 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
                  "open files past fs.file-max; unprivileged processes stop with ENFILE"
             if privileged else ""))
     else:
-        out.append(Constraint("system_fds", "system open files (fs.file-max)", "ENFILE",
+        out.append(Constraint(ConstraintKey.SYSTEM_FDS, "system open files (fs.file-max)", "ENFILE",
                               None, "fs.file-max unknown"))
 
     # Memory.
@@ -244,19 +334,20 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
                  f"({costs.kernel_bytes_per_socket} B kernel + "
                  f"{costs.user_bytes_per_connection} B user)")
         out.append(Constraint(
-            "memory", "memory (MemAvailable)", "ENOMEM", limit,
+            ConstraintKey.MEMORY, "memory (MemAvailable)", "ENOMEM", limit,
             f"{format_bytes(facts.mem_available)} available / {shape} per connection "
             f"= {format_count(limit)}",
             note=f"kernel bytes per socket: {costs.kernel_source}"))
     else:
-        out.append(Constraint("memory", "memory (MemAvailable)", "ENOMEM", None,
+        out.append(Constraint(ConstraintKey.MEMORY, "memory (MemAvailable)", "ENOMEM", None,
                               "MemAvailable unknown"))
 
     # epoll registrations, counted per user across all processes.
     if facts.epoll_max_user_watches is not None:
         limit = facts.epoll_max_user_watches // sides
         out.append(Constraint(
-            "epoll_watches", "epoll watches per user (fs.epoll.max_user_watches)", "ENOSPC",
+            ConstraintKey.EPOLL_WATCHES,
+            "epoll watches per user (fs.epoll.max_user_watches)", "ENOSPC",
             limit,
             f"{format_count(facts.epoll_max_user_watches)} watches"
             f"{' / 2 (both ends watch)' if sides == 2 else ''} = {format_count(limit)}"))
@@ -267,7 +358,7 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
         limit = max(0, facts.conntrack_max - count)
         tracking = facts.conntrack_tracking
         out.append(Constraint(
-            "conntrack", "connection tracking (nf_conntrack_max)", "ETIMEDOUT", limit,
+            ConstraintKey.CONNTRACK, "connection tracking (nf_conntrack_max)", "ETIMEDOUT", limit,
             f"nf_conntrack_max {format_count(facts.conntrack_max)} - {format_count(count)} "
             f"tracked = {format_count(limit)}",
             applies=tracking,
@@ -283,18 +374,20 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
             reserved = facts.port_range.size - usable
             res = f" - {format_count(reserved)} reserved" if reserved else ""
             out.append(Constraint(
-                "pair_ports", "one source IP toward one endpoint", "EADDRNOTAVAIL", usable,
+                ConstraintKey.PAIR_PORTS,
+                "one source IP toward one endpoint", "EADDRNOTAVAIL", usable,
                 f"ip_local_port_range {facts.port_range} = "
                 f"{format_count(facts.port_range.size)} ports{res} = {format_count(usable)}",
-                scope="pair",
+                scope=Scope.PAIR,
                 note="the kernel's port search slows past half the range per pair; tcpmax "
                      "load keeps pairs under half or picks ports itself"))
             out.append(Constraint(
-                "ports", "ephemeral ports x source IPs x endpoints", "EADDRNOTAVAIL", limit,
+                ConstraintKey.PORTS,
+                "ephemeral ports x source IPs x endpoints", "EADDRNOTAVAIL", limit,
                 f"{format_count(usable)} per pair x {format_count(sources)} "
                 f"source IP(s) x {format_count(endpoints)} endpoint(s) = {format_count(limit)}"))
         else:
-            out.append(Constraint("ports", "ephemeral ports per (source IP, endpoint)",
+            out.append(Constraint(ConstraintKey.PORTS, "ephemeral ports per (source IP, endpoint)",
                                   "EADDRNOTAVAIL", None, "ip_local_port_range unknown"))
 
     # tcp_mem: context only. Idle sockets charge almost nothing; queued bytes do.
@@ -302,7 +395,7 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
         limit = facts.tcp_mem_pages[2]
         max_bytes = limit * facts.page_size
         out.append(Constraint(
-            "tcp_mem", "TCP buffer memory (net.ipv4.tcp_mem max)", "ENOBUFS", limit,
+            ConstraintKey.TCP_MEM, "TCP buffer memory (net.ipv4.tcp_mem max)", "ENOBUFS", limit,
             f"{format_count(facts.tcp_mem_pages[2])} pages x {facts.page_size} B = "
             f"{format_bytes(max_bytes)}: {format_count(limit)} connections with one page "
             "queued each", applies=False,

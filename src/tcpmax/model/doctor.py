@@ -1,7 +1,7 @@
 """The doctor's report as data: host facts, capacity per role, theory, and the way forward.
 
 `build_doctor_report` is pure: the CLI reads the host (and optionally measures), then renders
-this object as tables or as JSON (schema `DOCTOR_SCHEMA`, documented in docs/json.md).
+this object as tables or as JSON (`Schema.DOCTOR`, documented in docs/json.md).
 
 Without a target, the "way forward" for each role is the fix for its binding limit, sized to
 reach the next limit: raising a limit past the one behind it buys nothing.
@@ -23,21 +23,20 @@ from tcpmax.model.capacity import (
 from tcpmax.model.facts import HostFacts
 from tcpmax.model.target import TargetAssessment, assess_target
 
-__all__ = ["DOCTOR_SCHEMA", "DoctorReport", "build_doctor_report"]
-
-DOCTOR_SCHEMA = "tcpmax.doctor/1"
+__all__ = ["DoctorReport", "build_doctor_report"]
 
 
 @dataclass(frozen=True)
 class DoctorReport:
-    schema: str
+    """Everything `tcpmax doctor` shows, by role: capacity, and the walls below a goal."""
+
     host: HostFacts
     costs: Costs
     measurement: KernelMemoryMeasurement | None
-    capacity: dict[str, Capacity]              # by role
+    capacity: dict[Role, Capacity]
     theory: tuple[TheoryCeiling, ...]
     target: int | None
-    assessments: dict[str, TargetAssessment]   # by role: at the target, or at the next limit
+    assessments: dict[Role, TargetAssessment]  # at the target, or at the next limit
 
 
 def build_doctor_report(facts: HostFacts, costs: Costs | None = None, *,
@@ -49,16 +48,16 @@ def build_doctor_report(facts: HostFacts, costs: Costs | None = None, *,
         costs = Costs(measurement.bytes_per_socket, costs.user_bytes_per_connection,
                       f"measured here: {measurement.method}", costs.fd_reserve,
                       costs.max_processes)
-    capacity: dict[str, Capacity] = {}
-    assessments: dict[str, TargetAssessment] = {}
+    capacity: dict[Role, Capacity] = {}
+    assessments: dict[Role, TargetAssessment] = {}
     for role in Role:
         # A client's sources default to the host's own; --sources applies to client roles.
         role_sources = None if role is Role.SERVER else sources
         cap = host_capacity(facts, role, costs, sources=role_sources, endpoints=endpoints)
-        capacity[role.value] = cap
+        capacity[role] = cap
         goal = target if target is not None else cap.next_limit
         if goal is not None:
-            assessments[role.value] = assess_target(facts, goal, role, costs,
+            assessments[role] = assess_target(facts, goal, role, costs,
                                                     sources=role_sources, endpoints=endpoints)
-    return DoctorReport(DOCTOR_SCHEMA, facts, costs, measurement, capacity,
+    return DoctorReport(facts, costs, measurement, capacity,
                         theory_ceilings(facts), target, assessments)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 __all__ = ["HostFacts", "LocalAddress", "PortRange", "Sockstat"]
 
@@ -16,6 +17,8 @@ __all__ = ["HostFacts", "LocalAddress", "PortRange", "Sockstat"]
 @dataclass(frozen=True)
 class PortRange:
     """An inclusive range of ports, as in ip_local_port_range ("32768 60999")."""
+
+    __json_extra__: ClassVar[tuple[str, ...]] = ("size",)
 
     low: int
     high: int
@@ -73,7 +76,13 @@ class LocalAddress:
 
 @dataclass(frozen=True)
 class HostFacts:
-    """Everything tcpmax knows about one host. Counts are plain numbers, memory in bytes."""
+    """Everything tcpmax knows about one host. Counts are plain numbers, memory in bytes.
+
+    `tcpmax.read_host()` fills one from /proc; tests and `tcpmax plan` build them by hand.
+    """
+
+    # Derived figures JSON readers should not have to recompute (see tcpmax.model.schema).
+    __json_extra__: ClassVar[tuple[str, ...]] = ("usable_ports", "loopback_sources")
 
     nofile_soft: int | None = None
     nofile_hard: int | None = None

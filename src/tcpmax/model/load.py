@@ -4,10 +4,11 @@ A connection needs a free 4-tuple. For a given (source IP, endpoint) pair the on
 element is the source port, so each pair gives at most the usable ephemeral ports. This
 module splits N connections over pairs and pairs over worker processes.
 
-Port strategies (measured on kernel 6.18, one source IP toward one endpoint):
+Port strategies (one source IP toward one endpoint; docs/benchmarks.md, "Kernel against
+explicit source-port allocation", has the measurements):
 - `kernel`: bind (IP, 0) with IP_BIND_ADDRESS_NO_PORT and let connect() pick the port.
-  Cheap while the pair uses under half its range (15,000 connects in 0.4 s); past half, the
-  kernel's port search slows about 25x (the next 13,231 took 9.4 s), then EADDRNOTAVAIL.
+  Cheap while the pair uses under half its range; past half, the kernel's port search slows
+  by an order of magnitude, then ends in EADDRNOTAVAIL.
 - `explicit`: tcpmax picks each source port and binds it with SO_REUSEADDR: linear to the end
   of the range. The ports stay pinned in the kernel's bind table while their sockets live,
   including TIME_WAIT, where the kernel allocator will not reuse them: tear down with RST.
@@ -56,6 +57,8 @@ class CloseMode(StrEnum):
 
 @dataclass(frozen=True, order=True)
 class Endpoint:
+    """A server address a load connects to: an IP (v4 or v6, no brackets) and a port."""
+
     host: str
     port: int
 
@@ -107,6 +110,17 @@ def usable_port_list(port_range: PortRange, reserved: tuple[PortRange, ...] = ()
 
 @dataclass(frozen=True)
 class LoadConfig:
+    """What `tcpmax load` (or `tcpmax.LoadRun`) is asked to do; checked when built.
+
+    Every load is bounded: `connections` in count and `hold` in time; `rate` 0 opens as fast
+    as the kernel answers. `sources` None lets the engine choose (loopback addresses for a
+    loopback target, else the routing interface's).
+
+    Raises:
+        ValueError: no endpoint, fewer than one connection, a negative rate or hold, a
+            message size outside 16-65536, or IPv4 mixed with IPv6.
+    """
+
     endpoints: tuple[Endpoint, ...]
     connections: int
     sources: tuple[str, ...] | None = None   # None: chosen by the engine ("auto")

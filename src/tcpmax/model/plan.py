@@ -14,17 +14,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from tcpmax.model.capacity import Costs, per_process_connections, processes_needed
+from tcpmax.model.capacity import Costs, Role, per_process_connections, processes_needed
 from tcpmax.model.facts import PortRange
 from tcpmax.model.target import SysctlChange, backlog_for, headroom
 from tcpmax.model.units import format_bytes, format_count
 
-__all__ = ["FleetPlan", "MachineSpec", "PlanRequest", "SidePlan", "plan_fleet"]
+__all__ = ["Bound", "FleetPlan", "MachineSpec", "PlanRequest", "SidePlan", "plan_fleet"]
+
+
+class Bound(StrEnum):
+    """What limits one machine of a plan."""
+
+    MEMORY = "memory"
+    OPEN_FILES = "open files"     # per-process limit x the most processes per side
 
 
 @dataclass(frozen=True)
 class MachineSpec:
+    """One kind of machine in the fleet.
+
+    Raises:
+        ValueError: a size that is not positive, or a reserve outside [0, 1).
+    """
+
     memory: int               # bytes of RAM
     cores: int
     nofile: int               # the per-process open-file limit the fleet will be given
@@ -39,6 +53,12 @@ class MachineSpec:
 
 @dataclass(frozen=True)
 class PlanRequest:
+    """What to plan for: the connections, the machines, and how clients reach servers.
+
+    Raises:
+        ValueError: fewer than one connection, listen port or VIP.
+    """
+
     connections: int
     server: MachineSpec
     client: MachineSpec
@@ -56,11 +76,13 @@ class PlanRequest:
 
 @dataclass(frozen=True)
 class SidePlan:
-    role: str
+    """The servers or the clients of a plan: how many machines, and what each one holds."""
+
+    role: Role                     # SERVER or CLIENT
     machines: int
     per_machine: int               # connections each machine holds
     capacity: int                  # the most one machine could hold
-    bound_by: str                  # "memory" or "open files"
+    bound_by: Bound
     processes: int                 # per machine
     memory_used: int               # bytes per machine at `per_machine`
     arithmetic: tuple[str, ...]
@@ -70,6 +92,8 @@ class SidePlan:
 
 @dataclass(frozen=True)
 class FleetPlan:
+    """A fleet for `request.connections`, from `plan_fleet`; every figure with arithmetic."""
+
     request: PlanRequest
     servers: SidePlan
     clients: SidePlan
@@ -79,7 +103,7 @@ class FleetPlan:
     port_arithmetic: str
 
 
-def _side(role: str, target: int, spec: MachineSpec, costs: Costs,
+def _side(role: Role, target: int, spec: MachineSpec, costs: Costs,
           extra: tuple[SysctlChange, ...]) -> SidePlan:
     per_conn = costs.kernel_bytes_per_socket + costs.user_bytes_per_connection
     usable = int(spec.memory * (1 - spec.reserve))
@@ -89,7 +113,7 @@ def _side(role: str, target: int, spec: MachineSpec, costs: Costs,
     capacity = min(by_memory, by_fds)
     if capacity < 1:
         raise ValueError(f"a {role} machine of this size cannot hold one connection")
-    bound_by = "memory" if by_memory <= by_fds else "open files"
+    bound_by = Bound.MEMORY if by_memory <= by_fds else Bound.OPEN_FILES
     machines = math.ceil(target / capacity)
     per_machine = math.ceil(target / machines)
     processes = processes_needed(per_machine, per_proc, at_least=spec.cores)
@@ -116,12 +140,28 @@ def _side(role: str, target: int, spec: MachineSpec, costs: Costs,
 
 
 def plan_fleet(req: PlanRequest) -> FleetPlan:
+    """Size servers, client machines and source IPs for `req.connections`, on paper.
+
+    Each server holds what its memory allows after the reserve, spread over as many
+    processes as its open-file limit requires; clients likewise, and each (source IP,
+    endpoint) pair gives them one port range.
+
+    Raises:
+        ValueError: a machine that cannot hold one connection.
+
+    Example:
+        >>> from tcpmax import MachineSpec, PlanRequest, plan_fleet
+        >>> spec = MachineSpec(memory=64 * 2**30, cores=16, nofile=1_048_576)
+        >>> plan = plan_fleet(PlanRequest(10_000_000, spec, spec))
+        >>> plan.servers.machines, plan.clients.machines
+        (1, 1)
+    """
     backlog = str(backlog_for(req.connections))
-    servers = _side("server", req.connections, req.server, req.costs, (
+    servers = _side(Role.SERVER, req.connections, req.server, req.costs, (
         SysctlChange("net.core.somaxconn", None, backlog, "listen queue for ramp bursts"),
         SysctlChange("net.ipv4.tcp_max_syn_backlog", None, backlog, "half-open queue"),
     ))
-    clients = _side("client", req.connections, req.client, req.costs, (
+    clients = _side(Role.CLIENT, req.connections, req.client, req.costs, (
         SysctlChange("net.ipv4.ip_local_port_range", None,
                      f"{req.port_range.low}\t{req.port_range.high}",
                      "ephemeral ports per (source IP, endpoint)"),

@@ -25,6 +25,16 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """What `tcpmax serve` (or `tcpmax.Server`) is asked to do; checked when built.
+
+    Every run is bounded by `max_connections`; `duration` also bounds it in time. Leaving
+    `workers` None lets `plan_workers` size them from the open-file limit and the cores.
+
+    Raises:
+        ValueError: no port, a port outside 0-65535, a count below 1, a duration not
+            positive, or more workers than tcpmax forks.
+    """
+
     host: str = "127.0.0.1"
     ports: tuple[int, ...] = (9000,)
     mode: Mode = Mode.HOLD

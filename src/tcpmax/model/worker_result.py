@@ -1,0 +1,104 @@
+"""What one `tcpmax load` worker reports when it finishes, and its bytes on the pipe.
+
+A worker writes one `WorkerResult` up a pipe as it exits; the parent reads the pipe to its
+end and decodes it. This module owns both directions, so the two sides cannot disagree.
+
+Wire form: a 4-byte length (native order: both ends are the same machine and program), then
+that many bytes of UTF-8 JSON. Histograms travel as base64 text of HdrHistogram's own
+encoding, which the parent adds into one histogram per run.
+
+Invariants:
+- ``decode_worker_result(encode_worker_result(r)) == r`` for every record.
+- A frame cut short (a worker killed while writing) decodes to None, never to a partial
+  record; a complete frame whose content is wrong raises ValueError (a bug, not a crash).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["WorkerResult", "decode_worker_result", "encode_worker_result"]
+
+_LENGTH = struct.Struct("I")
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """One load worker's totals at the end of its run.
+
+    Attributes:
+        errors: failed connects by errno name (``"EADDRNOTAVAIL"``), or the number as text
+            when the errno has no name.
+        peak_open: the most connections it held at once.
+        final_open: connections it held when the release time came (the run's hold).
+        per_source: the most connections it held from each source IP.
+        connect_hist: HdrHistogram encoding of connect latencies, in microseconds.
+        msg_hist: the same for echo round trips, or None when no message came back.
+    """
+
+    errors: Mapping[str, int]
+    peak_open: int
+    final_open: int
+    per_source: Mapping[str, int]
+    connect_hist: bytes
+    msg_hist: bytes | None = None
+
+
+def encode_worker_result(result: WorkerResult) -> bytes:
+    """The frame a worker writes: length, then JSON."""
+    body = json.dumps({
+        "errors": dict(result.errors),
+        "peak_open": result.peak_open,
+        "final_open": result.final_open,
+        "per_source": dict(result.per_source),
+        "connect_hist": base64.b64encode(result.connect_hist).decode("ascii"),
+        "msg_hist": (None if result.msg_hist is None
+                     else base64.b64encode(result.msg_hist).decode("ascii")),
+    }).encode()
+    return _LENGTH.pack(len(body)) + body
+
+
+def decode_worker_result(data: bytes) -> WorkerResult | None:
+    """The record in a worker's frame; None when the frame is missing or cut short.
+
+    Raises:
+        ValueError: a complete frame that is not a worker result.
+    """
+    if len(data) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack_from(data)
+    body = data[_LENGTH.size:_LENGTH.size + size]
+    if len(body) < size:
+        return None
+    try:
+        raw = json.loads(body)
+        return WorkerResult(
+            errors=_counts(raw["errors"]),
+            peak_open=_int(raw["peak_open"]),
+            final_open=_int(raw["final_open"]),
+            per_source=_counts(raw["per_source"]),
+            connect_hist=base64.b64decode(raw["connect_hist"], validate=True),
+            msg_hist=(None if raw["msg_hist"] is None
+                      else base64.b64decode(raw["msg_hist"], validate=True)),
+        )
+    except (KeyError, TypeError, UnicodeDecodeError, binascii.Error,
+            json.JSONDecodeError) as exc:
+        raise ValueError(f"not a load worker's result: {exc!r}") from exc
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected a count, got {value!r}")
+    return value
+
+
+def _counts(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected counts by name, got {value!r}")
+    return {str(k): _int(v) for k, v in value.items()}
