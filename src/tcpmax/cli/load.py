@@ -94,7 +94,7 @@ def _progress_line(p: LoadProgress) -> str:
             + (f"  errors: {errors}" if errors else ""))
 
 
-def _summary(r: LoadResult) -> Table:
+def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
     verdict = "reached" if r.reached else "NOT reached"
     t = Table(title=f"tcpmax load: target {format_count(r.requested)} {verdict} "
                     f"({r.stopped_by})", show_header=False, title_justify="left")
@@ -113,8 +113,11 @@ def _summary(r: LoadResult) -> Table:
         rows.append(("message latency", f"p50 {m['p50']:,} us, p99 {m['p99']:,} us "
                                         f"({format_count(m['count'])} replies)"))
     rows += [
+        # A fixed --message has no framing to count replies by (only probes carry one):
+        # its replies show in the bytes received.
         ("messages sent / received", f"{format_count(r.messages_sent)} / "
-                                     f"{format_count(r.messages_received)}"),
+                                     + ("- (see bytes)" if fixed_message else
+                                        format_count(r.messages_received))),
         ("bytes sent / received", f"{format_bytes(r.bytes_sent)} / "
                                   f"{format_bytes(r.bytes_received)}"),
         ("closed by the server", format_count(r.peer_closed)),
@@ -218,5 +221,5 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
     if as_json:
         emit_json(Schema.LOAD, result)
     else:
-        err.print(_summary(result))
+        err.print(_summary(result, fixed_message=message is not None))
     sys.exit(0 if result.reached else 1)
