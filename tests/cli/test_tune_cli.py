@@ -98,3 +98,11 @@ def test_apply_then_revert_on_a_proc_tree_round_trips(monkeypatch, proc, tmp_pat
     run(proc, tmp_path, "--revert")
     assert (proc / SOMAXCONN).read_text().strip() == "4096"
     assert not (tmp_path / "tune-backup.json").exists()
+
+
+def test_the_undo_hint_repeats_the_state_dir_and_proc_root_it_was_given(monkeypatch, proc,
+                                                                       tmp_path):
+    monkeypatch.setattr(importlib.import_module("tcpmax.cli.tune").os, "geteuid", lambda: 0)
+    out = run(proc, tmp_path, "--target", "10M", "--apply").output
+    assert (f"undo with: tcpmax tune --revert --state-dir {tmp_path} --proc-root {proc}\n"
+            in out)

@@ -127,9 +127,14 @@ def tune(target: int | None, role: str, sources: int | None, endpoints: int, do_
         for name, previous, value in done:
             out.print(f"{name}: {previous} -> {value}")
         if done:
-            undo = "tcpmax tune --revert" + (f" --state-dir {shlex.quote(str(state_dir))}"
-                                             if state_dir != DEFAULT_STATE_DIR else "")
-            out.print(f"previous values saved in {paths.backup}; undo with: {undo}")
+            undo = "tcpmax tune --revert"
+            if state_dir != DEFAULT_STATE_DIR:
+                undo += f" --state-dir {shlex.quote(str(state_dir))}"
+            if proc_root != LIVE_PROC:
+                undo += f" --proc-root {shlex.quote(str(proc_root))}"
+            # One unwrapped line: it is meant to be copied and pasted.
+            out.print(f"previous values saved in {paths.backup}; undo with: {undo}",
+                      soft_wrap=True)
         return
     if as_json:
         emit_json(Schema.TUNE, target=target, role=role,
