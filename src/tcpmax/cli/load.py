@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
-from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, refuse_unused
+from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, SIZE, refuse_unused
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
 from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
 from tcpmax.model.schema import Schema
@@ -127,6 +127,11 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
                                          f"{format_bytes(r.client_private_bytes)}"),
         ("kernel memory used", format_bytes(r.kernel_memory_delta_bytes)),
         ("TIME_WAIT before / after", f"{r.time_wait_before} / {r.time_wait_after}"),
+        ("memory floor (--min-free)",
+         f"{format_bytes(r.min_free_bytes)} of MemAvailable kept"
+         if r.mem_available_at_floor_bytes is None else
+         f"reached: MemAvailable {format_bytes(r.mem_available_at_floor_bytes)} < "
+         f"{format_bytes(r.min_free_bytes)}, so no new connections were opened"),
     ]
     for row in rows:
         t.add_row(*row)
@@ -170,12 +175,16 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
 @click.option("--workers", type=click.IntRange(1, 512), default=None,
               help="Worker processes [default: from the open-file limit, at least one per "
                    "core].")
+@click.option("--min-free", type=SIZE, default=None, metavar="SIZE",
+              help="Stop opening new connections when MemAvailable falls below this; the "
+                   "ones open are held and closed as usual, and the result says 'memory "
+                   "floor' [default: 1/32 of RAM, at least 256MiB].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
          connect_timeout: float, hold: float, message: str | None, message_rate: int,
          message_size: int, close: str, port_strategy: str, workers: int | None,
-         as_json: bool, quiet: bool) -> None:
+         min_free: int | None, as_json: bool, quiet: bool) -> None:
     """Open and hold N connections to TARGET(s), and name every failure.
 
     TARGET is HOST:PORT, HOST:FIRST-LAST (a port range) or several of them. Connections
@@ -203,7 +212,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                          message=message.encode() if message is not None else None,
                          message_rate=float(message_rate), message_size=message_size,
                          close=CloseMode(close), port_strategy=PortStrategy(port_strategy),
-                         workers=workers)
+                         workers=workers, min_free=min_free)
         run = LoadRun(cfg)
     except (ValueError, LoadError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -36,13 +36,14 @@ from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 from tcpmax.model.worker_result import WorkerResult, encode_worker_result
 
-__all__ = ["CONTROL_RELEASE_MS", "new_histogram", "run_load_worker"]
+__all__ = ["CONTROL_RELEASE_MS", "CONTROL_STOP_OPENING", "new_histogram", "run_load_worker"]
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
 FREE, CONNECTING, ESTABLISHED = 0, 1, 2
 TICK = 0.05
 CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
+CONTROL_STOP_OPENING = 1   # column of the control row: non-zero = open no more (memory floor)
 _ERR_COL = {getattr(errno, c.name[4:]): c for c in Col
             if c.name.startswith("ERR_") and c.name != "ERR_OTHER"}
 
@@ -110,6 +111,9 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         now = time.monotonic()
         # Start connects: window and rate permitting.
         if not exhausted and not stopping and in_flight < cfg.window:
+            if table.get(control, Col(CONTROL_STOP_OPENING)):
+                exhausted = True      # the memory floor: hold what is open, open no more
+                continue
             for _ in range(bucket.take(cfg.window - in_flight, now)):
                 try:
                     src_index, src, addr, port = next(todo)

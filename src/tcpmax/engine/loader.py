@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
-from tcpmax.engine.load_worker import CONTROL_RELEASE_MS, new_histogram, run_load_worker
+from tcpmax.engine.load_worker import (
+    CONTROL_RELEASE_MS,
+    CONTROL_STOP_OPENING,
+    new_histogram,
+    run_load_worker,
+)
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT
 from tcpmax.engine.supervisor import Supervisor
 from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, read_sockstat
@@ -31,6 +36,7 @@ from tcpmax.model.load import (
     LoadConfig,
     LoadPlan,
     PortStrategy,
+    default_min_free,
     loopback_sources,
     plan_load,
     sources_needed,
@@ -79,7 +85,9 @@ class LoadResult:
     `tcpmax.load/1` document (docs/json.md).
 
     `reached` says whether `peak_established` got to `requested`; `stopped_by` is
-    "completed", or the signal that ended the run early. Latencies are percentiles in
+    "completed", "memory floor" (MemAvailable fell below `min_free_bytes`: no new
+    connections were opened after that, the ones open were held and closed as usual), or the
+    signal that ended the run early. Latencies are percentiles in
     microseconds (`p50`, `p90`, `p99`, `p999`, `max`, `count`); `errors` lists failed
     connects by errno name, most frequent first, each with its meaning and advice.
     """
@@ -112,6 +120,9 @@ class LoadResult:
     time_wait_before: int | None
     time_wait_after: int | None
     warnings: list[str]
+    min_free_bytes: int = 0                 # the MemAvailable floor this run kept
+    # MemAvailable when the floor stopped new connections; None if it never did.
+    mem_available_at_floor_bytes: int | None = None
     curve: list[tuple[float, int]] = field(default_factory=list)
 
     @property
@@ -193,6 +204,7 @@ class _RunState:
     slab_after: int | None = None         # Slab at the release
     sockstat_after: Sockstat | None = None
     curve: list[tuple[float, int]] = field(default_factory=list)   # (seconds, open)
+    floor_hit: int | None = None          # MemAvailable when the memory floor stopped opening
 
 
 class LoadRun:
@@ -240,6 +252,8 @@ class LoadRun:
         else:
             check_sources(sources, family)
         self.plan: LoadPlan = plan_load(cfg, sources, len(ports), nofile, cores)
+        self.min_free = (cfg.min_free if cfg.min_free is not None
+                         else default_min_free(facts.mem_total))
         # One row per worker plus a control row (the release time).
         self.table = CounterTable(self.plan.workers + 1)
         self.control = self.plan.workers
@@ -294,10 +308,24 @@ class LoadRun:
             return read
 
         sup = Supervisor(plan.workers, worker, self.table, restart=False, grace=5.0, log=log)
-        before_mem = read_meminfo().get("Slab")
+        meminfo = read_meminfo()
+        before_mem = meminfo.get("Slab")
         before_sock = read_sockstat()
         started = time.monotonic()
         state = _RunState(started, before_mem, before_sock, last=(started, 0))
+        floor = self.min_free
+
+        def check_floor(available: int | None) -> None:
+            # Checked before the first fork and at every tick: a run never brings in the
+            # OOM killer; it stops opening and reports where it stood.
+            if state.floor_hit is None and available is not None and available < floor:
+                state.floor_hit = available
+                self.table.set(self.control, Col(CONTROL_STOP_OPENING), 1)
+                if log is not None:
+                    log(f"memory floor: MemAvailable {available:,} B < --min-free {floor:,} B; "
+                        "no new connections")
+
+        check_floor(meminfo.get("MemAvailable"))
 
         def tick() -> None:
             now = time.monotonic()
@@ -306,6 +334,8 @@ class LoadRun:
             state.curve.append((round(now - started, 2), est))
             if est > state.peak:
                 state.peak, state.peak_at = est, now - started
+            if not state.released:
+                check_floor(read_meminfo().get("MemAvailable"))
             live = [i for i, s in enumerate(sup.slots) if s.pid]
             if not state.released and all(rows[i][Col.RAMP_DONE_MS] for i in live):
                 state.released = True
@@ -367,7 +397,7 @@ class LoadRun:
         except (OSError, KeyError, ValueError):
             tw_after = None
         if stopped_by == "finished":
-            stopped_by = "completed"
+            stopped_by = "completed" if state.floor_hit is None else "memory floor"
         # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
         done_ms = [r[Col.RAMP_DONE_MS] for r in rows if r[Col.RAMP_DONE_MS]]
         if done_ms and len(done_ms) == plan.workers:
@@ -392,7 +422,8 @@ class LoadRun:
             client_private_bytes=state.private,
             kernel_memory_delta_bytes=kernel_delta, tcp_memory_delta_bytes=tcp_mem_delta,
             time_wait_before=before_sock.tcp_time_wait, time_wait_after=tw_after,
-            warnings=list(plan.warnings), curve=_thin(state.curve, 600))
+            warnings=list(plan.warnings), min_free_bytes=self.min_free,
+            mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600))
 
 
 def classify_name(name: str) -> ErrorClass:

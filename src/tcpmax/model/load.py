@@ -37,6 +37,7 @@ __all__ = [
     "PortStrategy",
     "Share",
     "TokenBucket",
+    "default_min_free",
     "loopback_sources",
     "parse_target",
     "plan_load",
@@ -93,6 +94,16 @@ def parse_target(text: str) -> tuple[Endpoint, ...]:
     return tuple(Endpoint(host, p) for p in range(low, high + 1))
 
 
+def default_min_free(mem_total: int | None) -> int:
+    """The MemAvailable floor below which load and serve stop taking new connections.
+
+    A thirty-second of RAM, at least 256 MiB: above the kernel's own reserves
+    (vm.min_free_kbytes is tens of MiB on such hosts), so the run stops itself long before the
+    OOM killer would choose a victim, and it costs a 24 GiB host under a gigabyte of reach.
+    """
+    return max(256 * 2**20, (mem_total or 0) // 32)
+
+
 def loopback_sources(count: int) -> tuple[str, ...]:
     """`count` distinct addresses from 127.0.0.0/8, starting at 127.1.0.1 (all local)."""
     if not 1 <= count <= 250 * 250 * 126:
@@ -134,6 +145,7 @@ class LoadConfig:
     port_strategy: PortStrategy = PortStrategy.AUTO
     workers: int | None = None
     window: int = 512                        # connects in flight per worker
+    min_free: int | None = None              # MemAvailable floor in bytes; None: the default
 
     def __post_init__(self) -> None:
         if not self.endpoints:
