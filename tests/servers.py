@@ -73,3 +73,28 @@ def plain_server(processes: int = 6, echo: bool = False,
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+@contextmanager
+def tls_server(cert: str, key: str, echo: bool = False) -> Iterator[tuple[str, int]]:
+    """A TLS server in a child process (tests/tls_peer.py) on 127.0.0.1; it exits when the
+    block ends, because its stdin closes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.tls_peer", cert, key,
+                             *(["--echo"] if echo else [])],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield "127.0.0.1", port
+    finally:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -171,3 +171,46 @@ def test_a_full_or_closed_stdout_ends_cleanly(argv, sink):
         p.stdout.close()                  # the reader is gone before the first byte
         _out, stderr = p.communicate(timeout=30)
         assert p.returncode in (0, 1) and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("target", "words"), [
+    ("ws://127.0.0.1:{p}", "WebSocket targets are not supported by load yet"),
+    ("gopher://127.0.0.1:{p}", "unknown scheme 'gopher'"),
+])
+def test_a_target_scheme_load_does_not_speak_is_refused(target, words):
+    code, err = finish(spawn("load", target.format(p=free_port()), "-n", "1"))
+    assert code == 2 and words in err and "TARGET" in err
+
+
+def test_plain_and_tls_targets_in_one_run_are_refused():
+    port = free_port()
+    code, err = finish(spawn("load", f"127.0.0.1:{port}", f"tls://127.0.0.1:{port}", "-n", "2"))
+    assert code == 2 and "mix plain TCP and tls://" in err
+
+
+@pytest.mark.parametrize("option", [["--insecure"], ["--sni", "x.test"], ["--alpn", "h2"]])
+def test_tls_options_without_a_tls_target_are_refused(option):
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "1", *option))
+    assert code == 2 and f"{option[0]} does nothing without a tls://HOST:PORT target" in err
+
+
+def test_a_missing_ca_file_is_refused_naming_the_option():
+    code, err = finish(spawn("load", f"tls://127.0.0.1:{free_port()}", "-n", "1",
+                             "--ca", "/nonexistent/ca.pem"))
+    assert code == 2 and "--ca" in err and "does not exist" in err
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused(tmp_path):
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    code, err = finish(spawn("load", f"tls://127.0.0.1:{free_port()}", "-n", "1",
+                             "--ca", str(bogus)))
+    assert code == 2 and "cannot load certificates" in err
+
+
+def test_insecure_and_ca_together_are_refused(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x\n")
+    code, err = finish(spawn("load", f"tls://127.0.0.1:{free_port()}", "-n", "1",
+                             "--ca", str(ca), "--insecure"))
+    assert code == 2 and "--insecure checks no certificate" in err

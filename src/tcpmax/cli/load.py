@@ -6,6 +6,7 @@ import ipaddress
 import re
 import socket
 import sys
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -14,7 +15,14 @@ from rich.text import Text
 from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, SIZE, refuse_unused
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
-from tcpmax.model.load import CloseMode, Endpoint, LoadConfig, PortStrategy, parse_target
+from tcpmax.model.load import (
+    CloseMode,
+    Endpoint,
+    LoadConfig,
+    PortStrategy,
+    TlsOptions,
+    parse_target,
+)
 from tcpmax.model.schema import Schema
 from tcpmax.model.units import format_bytes, format_count, shown
 
@@ -26,14 +34,52 @@ MAX_SOURCES = 1 << 20
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?")
 
 
+SCHEMES = ("tcp", "tls")
+
+
+def split_scheme(texts: tuple[str, ...]) -> tuple[str, tuple[str, ...], str | None]:
+    """(scheme, targets without it, the first host name typed) for ``tls://HOST:PORT`` and
+    plain ``HOST:PORT`` (tcp); every target of one run speaks the same protocol."""
+    schemes: set[str] = set()
+    bare: list[str] = []
+    for text in texts:
+        scheme, slashes, rest = text.partition("://")
+        if not slashes:
+            scheme, rest = "tcp", text
+        scheme = scheme.lower()
+        if scheme in ("ws", "wss"):
+            raise click.BadParameter(f"{shown(text)}: WebSocket targets are not supported by "
+                                     "load yet: give HOST:PORT or tls://HOST:PORT",
+                                     param_hint="TARGET")
+        if scheme not in SCHEMES:
+            raise click.BadParameter(f"{shown(text)}: unknown scheme {shown(scheme)}: use "
+                                     "HOST:PORT (plain TCP) or tls://HOST:PORT",
+                                     param_hint="TARGET")
+        schemes.add(scheme)
+        bare.append(rest.rstrip("/"))
+    if len(schemes) > 1:
+        raise click.BadParameter("the targets mix plain TCP and tls://: one protocol per run",
+                                 param_hint="TARGET")
+    name = next((h for h in (t.rpartition(":")[0] for t in bare) if _HOSTNAME.fullmatch(h)
+                 and not _is_ip(h)), None)
+    return (schemes.pop() if schemes else "tcp"), tuple(bare), name
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_targets(texts: tuple[str, ...]) -> tuple[Endpoint, ...]:
     """HOST:PORT targets as endpoints; a name is resolved only once the text is well formed."""
     endpoints: list[Endpoint] = []
     for text in texts:
-        scheme, slashes, _ = text.partition("://")
-        if slashes:
-            raise click.BadParameter(f"{shown(text)}: {shown(scheme)} URLs are not supported: "
-                                     "give HOST:PORT (plain TCP)", param_hint="TARGET")
+        if "://" in text:
+            raise click.BadParameter(f"{shown(text)}: give HOST:PORT (the scheme goes first)",
+                                     param_hint="TARGET")
         host, sep, ports = text.rpartition(":")
         bare = host.strip("[]")
         try:
@@ -108,6 +154,11 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
         ("connect latency", (f"p50 {lat['p50']:,} us, p99 {lat['p99']:,} us, "
                              f"max {lat['max']:,} us") if lat else "none established"),
     ]
+    if r.tls_handshake_latency_us:
+        h = r.tls_handshake_latency_us
+        rows.append(("TLS handshake", f"p50 {h['p50']:,} us, p99 {h['p99']:,} us; "
+                                      f"{format_count(r.tls_handshakes)} at "
+                                      f"{r.tls_handshake_rate:,.0f}/s"))
     if r.message_latency_us:
         m = r.message_latency_us
         rows.append(("message latency", f"p50 {m['p50']:,} us, p99 {m['p99']:,} us "
@@ -175,6 +226,16 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
 @click.option("--workers", type=click.IntRange(1, 512), default=None,
               help="Worker processes [default: from the open-file limit, at least one per "
                    "core].")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="tls:// targets: trust the CAs in this PEM file instead of the "
+                                 "system's.")
+@click.option("--insecure", is_flag=True,
+              help="tls:// targets: check no certificate (a test server's self-signed one).")
+@click.option("--sni", default=None, metavar="NAME",
+              help="tls:// targets: the server name to send and to check the certificate "
+                   "against [default: the host name typed, else the address].")
+@click.option("--alpn", default=None, metavar="P1,P2",
+              help="tls:// targets: application protocols to offer (e.g. h2,http/1.1).")
 @click.option("--min-free", type=SIZE, default=None, metavar="SIZE",
               help="Stop opening new connections when MemAvailable falls below this; the "
                    "ones open are held and closed as usual, and the result says 'memory "
@@ -184,10 +245,13 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
 def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
          connect_timeout: float, hold: float, message: str | None, message_rate: int,
          message_size: int, close: str, port_strategy: str, workers: int | None,
+         ca: Path | None, insecure: bool, sni: str | None, alpn: str | None,
          min_free: int | None, as_json: bool, quiet: bool) -> None:
     """Open and hold N connections to TARGET(s), and name every failure.
 
-    TARGET is HOST:PORT, HOST:FIRST-LAST (a port range) or several of them. Connections
+    TARGET is HOST:PORT, HOST:FIRST-LAST (a port range) or several of them; tls://HOST:PORT
+    completes a TLS handshake on every connection (--ca, --insecure, --sni, --alpn) and
+    times it. Connections
     are spread over worker processes (the open-file limit decides how many) and over
     (source IP, endpoint) pairs, since each pair has only one ephemeral port range.
     Exit code 0 when N connections were held at once, 1 when not, 2 on bad input.
@@ -198,13 +262,25 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
       tcpmax load 127.0.0.1:9000-9009 -n 1M --hold 30s
       tcpmax load 127.0.0.1:9000 -n 40k --source 127.0.0.2      # one source IP: port wall
       tcpmax load 127.0.0.1:9000 -n 10k --message-rate 5k --hold 20s   # echo latency
+      tcpmax load tls://localhost:9443 -n 10k --ca ca.pem          # TLS, handshakes timed
     """
     err = stderr_console()
     if message is not None:
         refuse_unused("timestamped probes (leave out --message)", "message_size")
     elif message_rate == 0:
         refuse_unused("--message-rate", "message_size")
-    endpoints = resolve_targets(targets)
+    scheme, plain, typed_name = split_scheme(targets)
+    tls = None
+    if scheme == "tls":
+        try:
+            tls = TlsOptions(server_name=sni or typed_name,
+                             alpn=tuple(p.strip() for p in alpn.split(",")) if alpn else (),
+                             ca_file=str(ca) if ca is not None else None, insecure=insecure)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    else:
+        refuse_unused("a tls://HOST:PORT target", "ca", "insecure", "sni", "alpn")
+    endpoints = resolve_targets(plain)
     sources = parse_sources(source)
     try:
         cfg = LoadConfig(endpoints=endpoints, connections=connections, sources=sources,
@@ -212,7 +288,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                          message=message.encode() if message is not None else None,
                          message_rate=float(message_rate), message_size=message_size,
                          close=CloseMode(close), port_strategy=PortStrategy(port_strategy),
-                         workers=workers, min_free=min_free)
+                         workers=workers, min_free=min_free, tls=tls)
         run = LoadRun(cfg)
     except (ValueError, LoadError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -26,12 +26,14 @@ import socket
 import struct
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from hdrh.histogram import HdrHistogram
 
 from tcpmax.engine.counters import Col, CounterTable
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
+from tcpmax.engine.tls import DONE as TLS_DONE
+from tcpmax.engine.tls import TlsClient, TlsFailure
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 from tcpmax.model.worker_result import WorkerResult, encode_worker_result
@@ -40,7 +42,7 @@ __all__ = ["CONTROL_RELEASE_MS", "CONTROL_STOP_OPENING", "new_histogram", "run_l
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
-FREE, CONNECTING, ESTABLISHED = 0, 1, 2
+FREE, CONNECTING, ESTABLISHED, HANDSHAKING = 0, 1, 2, 3
 TICK = 0.05
 CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
 CONTROL_STOP_OPENING = 1   # column of the control row: non-zero = open no more (memory floor)
@@ -83,6 +85,11 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     reset = cfg.close is CloseMode.RESET
     probing = cfg.message is None
     payload_pad = b"\0" * (cfg.message_size - 16)
+    # TLS runs read, write and close through their SSL sockets; plain runs never pay for it.
+    tls = TlsClient(cfg.tls, shares[0].endpoint.host) if cfg.tls is not None and shares \
+        else None
+    tls_hist = new_histogram()
+    tls_errors: dict[str, int] = {}
 
     todo = _attempts(shares, sources, ports)
     exhausted = not shares
@@ -99,13 +106,56 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     stopping = False
     next_flush = next_timeout_scan = now
     timeout = cfg.connect_timeout
-    read, write, close, poll = os.read, os.write, os.close, ep.poll
+    read, close, poll = os.read, os.close, ep.poll
+    recv: Callable[[int, int], bytes] = os.read
+    write: Callable[[int, bytes], int] = os.write
+    if tls is not None:
+        recv, write, close = tls.read, tls.write, tls.close
 
     def fail(code: int) -> None:
         nonlocal failed
         failed += 1
         errors[code] = errors.get(code, 0) + 1
         row[_ERR_COL.get(code, Col.ERR_OTHER)] += 1
+
+    def tls_fail(fd: int, name: str) -> None:
+        nonlocal failed, in_flight
+        state[fd] = FREE
+        close(fd)
+        in_flight -= 1
+        failed += 1
+        tls_errors[name] = tls_errors.get(name, 0) + 1
+        row[Col.ERR_OTHER] += 1
+
+    def established(fd: int) -> None:
+        nonlocal connected, n_open, peak_open
+        state[fd] = ESTABLISHED
+        ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+        connected += 1
+        n_open += 1
+        i = source_of[fd]
+        established_by_source[i] += 1
+        if n_open > peak_open:
+            peak_open = n_open
+        if established_by_source[i] > peak_by_source[i]:
+            peak_by_source[i] = established_by_source[i]
+
+    def handshake(fd: int) -> None:
+        """Advance a TLS handshake (only TLS runs come here)."""
+        nonlocal in_flight
+        assert tls is not None
+        try:
+            wanted = tls.advance(fd)
+        except TlsFailure as exc:
+            tls_fail(fd, exc.name)
+            return
+        if wanted == TLS_DONE:
+            now = time.monotonic()
+            tls_hist.record_value(max(1, int((now - started[fd]) * 1e6)))
+            in_flight -= 1
+            established(fd)
+        else:
+            ep.modify(fd, wanted)
 
     while True:
         now = time.monotonic()
@@ -154,8 +204,8 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         for fd, ev in poll(TICK, 1024):
             st = state[fd]
             if st == CONNECTING:
-                in_flight -= 1
                 if ev & (EPOLLERR | EPOLLHUP):
+                    in_flight -= 1
                     try:
                         read(fd, 1)
                         code = errno.ECONNRESET
@@ -165,20 +215,21 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     close(fd)
                     fail(code)
                     continue
-                state[fd] = ESTABLISHED
-                ep.modify(fd, EPOLLIN | EPOLLRDHUP)
-                connect_hist.record_value(max(1, int((time.monotonic() - started[fd]) * 1e6)))
-                connected += 1
-                n_open += 1
-                i = source_of[fd]
-                established_by_source[i] += 1
-                if n_open > peak_open:
-                    peak_open = n_open
-                if established_by_source[i] > peak_by_source[i]:
-                    peak_by_source[i] = established_by_source[i]
+                t = time.monotonic()
+                connect_hist.record_value(max(1, int((t - started[fd]) * 1e6)))
+                if tls is None:
+                    in_flight -= 1
+                    established(fd)
+                else:                # in flight until the TLS handshake is done
+                    state[fd] = HANDSHAKING
+                    started[fd] = t
+                    tls.start(fd)
+                    handshake(fd)
+            elif st == HANDSHAKING:
+                handshake(fd)
             elif st == ESTABLISHED:
                 try:
-                    data = read(fd, 65536)
+                    data = recv(fd, 65536)
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -219,6 +270,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     in_flight -= 1
                     fail(errno.ETIMEDOUT)
                 fd = state.find(CONNECTING, fd + 1)
+            if tls is not None:
+                fd = state.find(HANDSHAKING)
+                while fd != -1:
+                    if started[fd] < cutoff:
+                        tls_fail(fd, "TLS_HANDSHAKE_TIMEOUT")
+                    fd = state.find(HANDSHAKING, fd + 1)
             next_timeout_scan = now + 0.1
         if sending and n_open and not stopping:
             for _ in range(msg_bucket.take(n_open, now)):
@@ -240,11 +297,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         release = table.get(control, Col(CONTROL_RELEASE_MS))
         finished = stopping or (ramp_done and release and now * 1000 >= release)
         if finished and in_flight:
-            fd = state.find(CONNECTING)
-            while fd != -1:
-                state[fd] = FREE
-                close(fd)
-                fd = state.find(CONNECTING, fd + 1)
+            for pending in (CONNECTING, HANDSHAKING):
+                fd = state.find(pending)
+                while fd != -1:
+                    state[fd] = FREE
+                    close(fd)
+                    fd = state.find(pending, fd + 1)
             in_flight = 0
         if now >= next_flush or finished:
             flush_counters(row, now, (
@@ -263,12 +321,13 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         fd = state.find(ESTABLISHED, fd + 1)
     row[Col.OPEN] = 0
     result = WorkerResult(
-        errors={errno.errorcode.get(k, str(k)): v for k, v in errors.items()},
+        errors={**{errno.errorcode.get(k, str(k)): v for k, v in errors.items()}, **tls_errors},
         peak_open=peak_open,
         final_open=final_open,
         per_source=dict(zip(sources, peak_by_source, strict=True)),
         connect_hist=connect_hist.encode(),
         msg_hist=msg_hist.encode() if received else None,
+        tls_hist=tls_hist.encode() if tls is not None and tls_hist.get_total_count() else None,
     )
     os.set_blocking(result_w, True)
     view = memoryview(encode_worker_result(result))

@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +29,10 @@ from tcpmax.engine.load_worker import (
 )
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT
 from tcpmax.engine.supervisor import Supervisor
+from tcpmax.engine.tls import client_context
 from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, read_sockstat
 from tcpmax.host.process import process_memory, raise_nofile
-from tcpmax.model.errors import ErrorClass, classify
+from tcpmax.model.errors import classify_name
 from tcpmax.model.facts import PortRange, Sockstat
 from tcpmax.model.load import (
     LoadConfig,
@@ -120,6 +122,11 @@ class LoadResult:
     time_wait_before: int | None
     time_wait_after: int | None
     warnings: list[str]
+    # TLS runs: handshake time after the TCP connect (percentiles, microseconds), how many
+    # completed, and how many per second over the ramp.
+    tls_handshake_latency_us: dict[str, int] | None = None
+    tls_handshakes: int = 0
+    tls_handshake_rate: float = 0.0
     min_free_bytes: int = 0                 # the MemAvailable floor this run kept
     # MemAvailable when the floor stopped new connections; None if it never did.
     mem_available_at_floor_bytes: int | None = None
@@ -252,6 +259,12 @@ class LoadRun:
         else:
             check_sources(sources, family)
         self.plan: LoadPlan = plan_load(cfg, sources, len(ports), nofile, cores)
+        if cfg.tls is not None:
+            try:        # the workers build their own; this one only proves it can be built
+                client_context(cfg.tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise LoadError(f"--ca {cfg.tls.ca_file}: cannot load certificates from it "
+                                f"({getattr(exc, 'reason', None) or exc})") from exc
         self.min_free = (cfg.min_free if cfg.min_free is not None
                          else default_min_free(facts.mem_total))
         # One row per worker plus a control row (the release time).
@@ -396,6 +409,7 @@ class LoadRun:
             tw_after: int | None = read_sockstat().tcp_time_wait
         except (OSError, KeyError, ValueError):
             tw_after = None
+        tls_latency = _percentiles([r.tls_hist for r in results if r.tls_hist is not None])
         if stopped_by == "finished":
             stopped_by = "completed" if state.floor_hit is None else "memory floor"
         # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
@@ -423,14 +437,11 @@ class LoadRun:
             kernel_memory_delta_bytes=kernel_delta, tcp_memory_delta_bytes=tcp_mem_delta,
             time_wait_before=before_sock.tcp_time_wait, time_wait_after=tw_after,
             warnings=list(plan.warnings), min_free_bytes=self.min_free,
+            tls_handshake_latency_us=tls_latency,
+            tls_handshakes=tls_latency["count"] if tls_latency else 0,
+            tls_handshake_rate=round((tls_latency["count"] if tls_latency else 0)
+                                     / max(1e-6, state.ramp_done or time_to_peak), 1),
             mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600))
-
-
-def classify_name(name: str) -> ErrorClass:
-    import errno as _errno
-
-    code = getattr(_errno, name, None)
-    return classify(code) if isinstance(code, int) else classify(-1)
 
 
 def _thin(curve: list[tuple[float, int]], most: int) -> list[tuple[float, int]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno as _errno
 from dataclasses import dataclass
 
-__all__ = ["KNOWN", "ErrorClass", "classify"]
+__all__ = ["KNOWN", "ErrorClass", "classify", "classify_name", "tls_error_name"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,74 @@ _GAI_NAMES = {-9: "EAI_ADDRFAMILY", -2: "EAI_NONAME", -6: "EAI_FAMILY", -8: "EAI
 KNOWN["EAI_ADDRFAMILY"] = ErrorClass(
     "EAI_ADDRFAMILY", "the source address is of another IP version than the target",
     "give source addresses of the target's IP version (--source)")
+
+
+# TLS handshake failures, named by cause. OpenSSL's reason strings and X.509 verify codes are
+# many; these are the ones a load test meets, the rest keep OpenSSL's own name.
+for _c in (
+    ErrorClass("TLS_NOT_TLS", "the server answered the TLS hello with something that is not "
+               "TLS (a plain-TCP server on that port)",
+               "check the port, or use a plain HOST:PORT target"),
+    ErrorClass("TLS_UNEXPECTED_MESSAGE", "the server answered the TLS hello with a message "
+               "out of place, such as the client's own hello echoed back (a plain-TCP echo "
+               "server)", "check that the server speaks TLS on that port"),
+    ErrorClass("TLS_HANDSHAKE_TIMEOUT", "no TLS handshake within the connect timeout (a "
+               "plain-TCP server that waits for the client to speak, or an overloaded one)",
+               "check that the server speaks TLS on that port; raise --connect-timeout"),
+    ErrorClass("TLS_CLOSED_IN_HANDSHAKE", "the server closed the connection during the TLS "
+               "handshake", "check the server's TLS settings (protocols, ciphers, SNI) and logs"),
+    ErrorClass("TLS_CERT_WRONG_NAME", "the certificate is not valid for the name asked for "
+               "(SNI, or the target address)", "use --sni NAME matching the certificate"),
+    ErrorClass("TLS_CERT_UNTRUSTED", "the certificate is not signed by a trusted CA",
+               "give the CA with --ca FILE (or --insecure for a test server)"),
+    ErrorClass("TLS_CERT_EXPIRED", "the certificate has expired or is not yet valid",
+               "renew the server's certificate, or check the clocks"),
+    ErrorClass("TLS_CERT_INVALID", "the certificate failed verification",
+               "check the server's certificate chain (openssl s_client -showcerts)"),
+):
+    KNOWN[_c.name] = _c
+
+_VERIFY_NAMES = {62: "TLS_CERT_WRONG_NAME", 64: "TLS_CERT_WRONG_NAME",
+                 9: "TLS_CERT_EXPIRED", 10: "TLS_CERT_EXPIRED",
+                 18: "TLS_CERT_UNTRUSTED", 19: "TLS_CERT_UNTRUSTED", 20: "TLS_CERT_UNTRUSTED",
+                 21: "TLS_CERT_UNTRUSTED"}
+_NOT_TLS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+            "HTTP_REQUEST", "UNKNOWN_PROTOCOL"}
+
+
+def tls_error_name(reason: str | None, verify_code: int | None = None) -> str:
+    """A TLS handshake failure's name from OpenSSL's reason and, for a certificate, the X.509
+    verify code: ``("CERTIFICATE_VERIFY_FAILED", 62)`` -> ``TLS_CERT_WRONG_NAME``, an alert
+    ``TLSV1_ALERT_NO_APPLICATION_PROTOCOL`` -> ``TLS_ALERT_NO_APPLICATION_PROTOCOL``."""
+    if verify_code is not None and verify_code > 0:
+        return _VERIFY_NAMES.get(verify_code, "TLS_CERT_INVALID")
+    reason = (reason or "").upper()
+    if reason in _NOT_TLS:
+        return "TLS_NOT_TLS"
+    for prefix in ("TLSV1_ALERT_", "SSLV3_ALERT_", "TLSV13_ALERT_"):
+        if reason.startswith(prefix):
+            return "TLS_ALERT_" + reason[len(prefix):]
+    if reason in ("UNEXPECTED_EOF_WHILE_READING", "EOF", ""):
+        return "TLS_CLOSED_IN_HANDSHAKE"
+    return "TLS_" + reason
+
+
+def classify_name(name: str) -> ErrorClass:
+    """What a failure name in a result means: an errno name, a TLS name, or a number."""
+    if name in KNOWN:
+        return KNOWN[name]
+    if name.startswith("TLS_ALERT_"):
+        alert = name[len("TLS_ALERT_"):].lower().replace("_", " ")
+        return ErrorClass(name, f"the server refused the TLS handshake with the alert "
+                          f"'{alert}'", "check what the server requires (protocol versions, "
+                          "ciphers, SNI, ALPN, client certificates)")
+    if name.startswith("TLS_"):
+        return ErrorClass(name, "the TLS handshake failed", "see the OpenSSL reason in the name")
+    code = getattr(_errno, name, None)
+    if isinstance(code, int):
+        return classify(code)
+    return classify(int(name)) if name.lstrip("-").isdigit() else \
+        ErrorClass(name, "an unexpected error", "see errno(3)")
 
 
 def classify(code: int) -> ErrorClass:

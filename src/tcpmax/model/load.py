@@ -36,6 +36,7 @@ __all__ = [
     "LoadPlan",
     "PortStrategy",
     "Share",
+    "TlsOptions",
     "TokenBucket",
     "default_min_free",
     "loopback_sources",
@@ -120,6 +121,27 @@ def usable_port_list(port_range: PortRange, reserved: tuple[PortRange, ...] = ()
 
 
 @dataclass(frozen=True)
+class TlsOptions:
+    """TLS on every connection of a load (`tls://HOST:PORT`).
+
+    `server_name` is sent as SNI and checked against the certificate (None: no SNI, and the
+    certificate is checked against the target address); `alpn` is offered in order;
+    `ca_file` replaces the system's trusted roots; `insecure` skips every certificate check.
+    """
+
+    server_name: str | None = None
+    alpn: tuple[str, ...] = ()
+    ca_file: str | None = None
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if any(not p or len(p) > 255 for p in self.alpn):
+            raise ValueError("--alpn: each protocol name is 1-255 bytes (e.g. h2,http/1.1)")
+        if self.insecure and self.ca_file is not None:
+            raise ValueError("--insecure checks no certificate: it cannot go with --ca")
+
+
+@dataclass(frozen=True)
 class LoadConfig:
     """What `tcpmax load` (or `tcpmax.LoadRun`) is asked to do; checked when built.
 
@@ -146,6 +168,7 @@ class LoadConfig:
     workers: int | None = None
     window: int = 512                        # connects in flight per worker
     min_free: int | None = None              # MemAvailable floor in bytes; None: the default
+    tls: TlsOptions | None = None            # TLS on every connection (tls:// targets)
 
     def __post_init__(self) -> None:
         if not self.endpoints:

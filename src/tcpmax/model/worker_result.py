@@ -40,6 +40,7 @@ class WorkerResult:
         per_source: the most connections it held from each source IP.
         connect_hist: HdrHistogram encoding of connect latencies, in microseconds.
         msg_hist: the same for echo round trips, or None when no message came back.
+        tls_hist: the same for TLS handshakes (after the TCP connect), or None without TLS.
     """
 
     errors: Mapping[str, int]
@@ -48,6 +49,7 @@ class WorkerResult:
     per_source: Mapping[str, int]
     connect_hist: bytes
     msg_hist: bytes | None = None
+    tls_hist: bytes | None = None
 
 
 def encode_worker_result(result: WorkerResult) -> bytes:
@@ -58,8 +60,8 @@ def encode_worker_result(result: WorkerResult) -> bytes:
         "final_open": result.final_open,
         "per_source": dict(result.per_source),
         "connect_hist": base64.b64encode(result.connect_hist).decode("ascii"),
-        "msg_hist": (None if result.msg_hist is None
-                     else base64.b64encode(result.msg_hist).decode("ascii")),
+        "msg_hist": _b64(result.msg_hist),
+        "tls_hist": _b64(result.tls_hist),
     }).encode()
     return _LENGTH.pack(len(body)) + body
 
@@ -84,12 +86,20 @@ def decode_worker_result(data: bytes) -> WorkerResult | None:
             final_open=_int(raw["final_open"]),
             per_source=_counts(raw["per_source"]),
             connect_hist=base64.b64decode(raw["connect_hist"], validate=True),
-            msg_hist=(None if raw["msg_hist"] is None
-                      else base64.b64decode(raw["msg_hist"], validate=True)),
+            msg_hist=_unb64(raw["msg_hist"]),
+            tls_hist=_unb64(raw.get("tls_hist")),
         )
     except (KeyError, TypeError, UnicodeDecodeError, binascii.Error,
             json.JSONDecodeError) as exc:
         raise ValueError(f"not a load worker's result: {exc!r}") from exc
+
+
+def _b64(blob: bytes | None) -> str | None:
+    return None if blob is None else base64.b64encode(blob).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes | None:
+    return None if text is None else base64.b64decode(text, validate=True)
 
 
 def _int(value: Any) -> int:
