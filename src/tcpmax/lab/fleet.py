@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tcpmax.engine.supervisor import fork_child
 from tcpmax.host.inspect import listening_ports, read_conntrack
 from tcpmax.host.procfs import write_sysctl
 from tcpmax.lab.sandbox import SandboxError, can_sandbox, run_in
@@ -160,13 +161,12 @@ def list_fleets(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 # ---------------------------------------------------------------- small system helpers
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie does not (init reaps the servers' zombies lazily)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _batch(lines: list[str], netns: str | None = None, force: bool = False) -> None:
@@ -215,15 +215,10 @@ def _stop(pids: list[int]) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + _TERM_GRACE
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        for pid in pids:     # our own children (from this process's `up`) need reaping
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
 
 def _host_links() -> set[str]:
@@ -344,6 +339,38 @@ def _serve_command(host: Host, spec: FleetSpec) -> list[str]:
             "--duration", f"{spec.ttl:g}s", "--metrics", f"{ip}:{METRICS_PORT}", "--quiet"]
 
 
+def _spawn_detached(argv: list[str], log_fd: int) -> int:
+    """Start `argv` as a grandchild in its own session and return its pid.
+
+    The servers outlive `fleet up` by design (until `fleet down` or their ttl), so they must
+    not be this process's children: an intermediate child starts them and exits at once, and
+    the kernel hands them to init, which reaps them whoever stops them later."""
+    r, w = os.pipe()
+
+    def intermediate() -> int:
+        os.close(r)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                                start_new_session=True)
+        os.write(w, str(proc.pid).encode())
+        return 0
+
+    try:
+        child = fork_child(intermediate)
+        os.close(w)
+        w = -1
+        data = b""
+        while chunk := os.read(r, 64):
+            data += chunk
+        os.waitpid(child, 0)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    if not data:
+        raise FleetError(f"could not start {' '.join(argv[4:7])}")
+    return int(data)
+
+
 def _enable_forwarding() -> None:
     # Inside the balancer's namespace only (per-namespace sysctl): it routes between its
     # two legs; the host's own ip_forward is never read or written here.
@@ -417,21 +444,18 @@ def _build(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any], say: Any) ->
     say(f"network of {len(plan.hosts)} hosts built in {time.monotonic() - started:.1f} s")
     logfile = spec.state_dir / f"fleet-{spec.name}.log"
     with logfile.open("ab") as out:
-        procs = {h.label: subprocess.Popen(_serve_command(h, spec), stdin=subprocess.DEVNULL,
-                                           stdout=out, stderr=out, start_new_session=True)
-                 for h in plan.servers}
-    state["server_pids"] = {label: p.pid for label, p in procs.items()}
+        pids = {h.label: _spawn_detached(_serve_command(h, spec), out.fileno())
+                for h in plan.servers}
+    state["server_pids"] = pids
     _write_state(spec.state_dir, state)
     deadline = time.monotonic() + _READY_TIMEOUT
-    waiting = dict(procs)
+    waiting = dict(pids)
     while waiting:
-        for label, p in list(waiting.items()):
-            if p.poll() is not None:
+        for label, pid in list(waiting.items()):
+            if not _alive(pid):
                 tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
-                raise FleetError(f"server {label} exited with {p.returncode}: "
-                                 + " | ".join(tail))
-            if spec.port in listening_ports(p.pid) and \
-                    METRICS_PORT in listening_ports(p.pid):
+                raise FleetError(f"server {label} exited: " + " | ".join(tail))
+            if {spec.port, METRICS_PORT} <= listening_ports(pid):
                 del waiting[label]
         if time.monotonic() > deadline:
             raise FleetError(f"servers {', '.join(waiting)} not listening after "
