@@ -143,6 +143,27 @@ def test_the_host_namespace_keeps_its_nftables_ruleset_and_sysctls_while_up(lab)
     assert host_view() == before
 
 
+def test_a_sweep_from_another_state_directory_leaves_a_live_fleet_alone(lab, tmp_path):
+    _, status, _ = lab
+    assert sweep(tmp_path) == []
+    seen = fleet_status(tmp_path, status["name"], with_stats=False)
+    assert [h["present"] for h in seen[0]["hosts"]] == [True] * len(status["hosts"])
+
+
+def test_a_sweep_removes_a_fleet_bridge_whose_state_file_is_gone(tmp_path):
+    taken = {p.name for p in Path("/sys/class/net").iterdir()}
+    slot = next(s for s in range(63, -1, -1) if f"tmf{s}-front" not in taken)
+    bridge = f"tmf{slot}-front"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "alias", str(tmp_path / "fleet-gone.json")],
+                   check=True)
+    try:
+        assert bridge in sweep(tmp_path)
+        assert not Path(f"/sys/class/net/{bridge}").exists()
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
+
+
 def test_fleet_down_leaves_nothing_and_a_second_down_finds_nothing(tmp_path):
     before = host_view()
     name = f"d{os.getpid()}"

@@ -37,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,8 @@ NETNS_DIR = Path("/var/run/netns")
 METRICS_PORT = 9100
 STATE_VERSION = 1
 _READY_TIMEOUT = 30.0
+_FRONT = re.compile(r"tmf\d+-front")
+_BRIDGE = re.compile(r"tmf(\d+)-(?:front|back)")
 _TERM_GRACE = 3.0
 
 
@@ -257,19 +260,42 @@ def _stale(state: dict[str, Any], now: float) -> bool:
     return not state["complete"] and not _alive(state["creator_pid"])
 
 
+def _known_states(state_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Fleets of this state directory, and of any other one a front bridge names.
+
+    Each fleet's front bridge carries its state file's path as its alias, so a sweep from
+    any state directory (a test's, the default one) knows every live fleet on the machine
+    and never takes another directory's fleet for an orphan."""
+    found = {(state_dir / f"fleet-{s['name']}.json").resolve(): s
+             for s in _read_states(state_dir)}
+    for link in Path("/sys/class/net").iterdir():
+        if not _FRONT.fullmatch(link.name):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            path = Path((link / "ifalias").read_text().strip()).resolve()
+            if path not in found and path.name.startswith("fleet-"):
+                state = json.loads(path.read_text())
+                if isinstance(state, dict) and state.get("version") == STATE_VERSION:
+                    found[path] = state
+    return list(found.items())
+
+
 def sweep(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
-    """Remove fleets whose `fleet up` was killed before finishing, fleets past their ttl, and
-    fleet namespaces no state file claims whose creating process is gone. Returns the names of
+    """Remove fleets whose `fleet up` was killed before finishing and fleets past their ttl
+    (from this state directory or any other a fleet's bridge names), then fleet namespaces
+    and bridges no live fleet claims whose creating process is gone. Returns the names of
     what was removed."""
     removed: list[str] = []
     with _locked(state_dir):
-        states = _read_states(state_dir)
         now = time.time()
-        for state in states:
+        live = []
+        for path, state in _known_states(state_dir):
             if _stale(state, now):
-                _remove(state_dir, state)
+                _remove(path.parent, state)
                 removed.append(state["name"])
-        claimed = {h.netns for s in _read_states(state_dir) for h in _plan_of(s).hosts}
+            else:
+                live.append(_plan_of(state))
+        claimed = {h.netns for plan in live for h in plan.hosts}
         orphans = []
         if NETNS_DIR.is_dir():
             for entry in NETNS_DIR.iterdir():
@@ -280,7 +306,22 @@ def sweep(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
             _stop([pid for ns in orphans for pid in _pids_in(ns)])
             _batch([f"netns del {ns}" for ns in orphans], force=True)
             removed += orphans
+        slots = {plan.slot for plan in live}
+        # A bridge no live fleet's slot claims, whose state file is gone (or that never got
+        # its alias) is a leftover.
+        bridges = [name for name in _host_links()
+                   if (m := _BRIDGE.fullmatch(name)) and int(m[1]) not in slots
+                   and not ((alias := _alias(name)) and Path(alias).exists())]
+        _batch([f"link del {name}" for name in bridges], force=True)
+        removed += bridges
     return removed
+
+
+def _alias(link: str) -> str:
+    try:
+        return (Path("/sys/class/net") / link / "ifalias").read_text().strip()
+    except OSError:
+        return ""
 
 
 def fleet_down(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
@@ -289,8 +330,8 @@ def fleet_down(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
     check_name(name)
     found = False
     with _locked(state_dir):
-        for state in _read_states(state_dir):
-            if state["name"] == name:
+        for path, state in _known_states(state_dir):
+            if state["name"] == name and path.parent == state_dir.resolve():
                 _remove(state_dir, state)
                 found = True
     sweep(state_dir)
@@ -309,12 +350,14 @@ def _free_slot(states: list[dict[str, Any]]) -> int:
     raise FleetError(f"all {SLOTS} fleet address blocks are in use; `tcpmax fleet down` one")
 
 
-def _host_commands(plan: FleetPlan) -> list[str]:
+def _host_commands(plan: FleetPlan, state_file: Path) -> list[str]:
     front, back = plan.bridges
     lines = []
     for br in (front, back):
-        lines += [f"link add {br} type bridge", f"link set {br} addrgenmode none",
-                  f"link set {br} up"]
+        # The alias names the state file (see `_known_states`).
+        lines += [f"link add {br} type bridge",
+                  f"link set {br} alias {json.dumps(str(state_file.resolve()))}",
+                  f"link set {br} addrgenmode none", f"link set {br} up"]
     lines.append(f"addr add {plan.host_address} dev {front}")
     for host in plan.hosts:
         for outside, bridge, inside in host.links:
@@ -429,7 +472,7 @@ def fleet_up(spec: FleetSpec, log: Any = None) -> dict[str, Any]:
 def _build(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any], say: Any) -> None:
     started = time.monotonic()
     _batch([f"netns add {h.netns}" for h in plan.hosts])
-    _batch(_host_commands(plan))
+    _batch(_host_commands(plan, _state_path(spec.state_dir, spec.name)))
     for host in plan.hosts:
         _batch(_netns_commands(host), netns=host.netns)
     try:
@@ -495,12 +538,13 @@ def balancer_conntrack(netns: str) -> tuple[int, int] | None:
 
 def fleet_status(state_dir: Path = DEFAULT_STATE_DIR, name: str | None = None,
                  with_stats: bool = True) -> list[dict[str, Any]]:
-    """Every fleet (or the one named): hosts, addresses, VIP, processes, the servers'
-    counters and the balancer's conntrack count against nf_conntrack_max."""
+    """Every fleet on this machine (or the one named): hosts, addresses, VIP, processes, the
+    servers' counters and the balancer's conntrack count against nf_conntrack_max. Fleets
+    of other state directories are found through their bridges' aliases."""
     out = []
     now = time.time()
     present = {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
-    for state in _read_states(state_dir):
+    for path, state in _known_states(state_dir):
         if name is not None and state["name"] != name:
             continue
         plan = _plan_of(state)
@@ -526,7 +570,7 @@ def fleet_status(state_dir: Path = DEFAULT_STATE_DIR, name: str | None = None,
             "target": f"{plan.vip}:{plan.port}", "host_address": plan.host_address,
             "front_net": plan.front_net, "back_net": plan.back_net,
             "bridges": list(plan.bridges), "complete": state["complete"],
-            "creator_pid": plan.creator_pid,
+            "creator_pid": plan.creator_pid, "state_file": str(path),
             "expires_in_s": round(max(0.0, state["expires_at"] - now), 1),
             "conntrack": None if conntrack is None else
             {"count": conntrack[0], "max": conntrack[1]},
