@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from tcpmax.lab.fleet import (
     server_stats,
     sweep,
 )
+from tcpmax.lab.sandbox import run_in
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not can_fleet()[0], reason=can_fleet()[1] or "no fleet")]
@@ -126,6 +128,21 @@ def test_no_route_in_any_fleet_namespace_leaves_the_fleet(lab):
             capture_output=True, text=True, check=True).stdout)
         assert all(r["dst"] != "default" for r in routes), (host["host"], routes)
         assert {r["dev"] for r in routes} <= names
+
+
+def _connect(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=5):
+        return True
+
+
+def test_a_client_host_reaches_a_listener_in_the_host_namespace(lab):
+    """Where a Dask scheduler will listen for the client hosts' workers."""
+    _, status, _ = lab
+    client = next(h for h in status["hosts"] if h["role"] == "client")
+    host_ip = status["host_address"].partition("/")[0]
+    with socket.create_server((host_ip, 0)) as listener:
+        port = listener.getsockname()[1]
+        assert run_in(client["netns"], lambda: _connect(host_ip, port)) is True
 
 
 def test_the_bridges_have_no_uplink_only_the_fleet_hosts(lab):

@@ -22,13 +22,18 @@ ruleset is never touched.
 
 Each server host runs `tcpmax serve` started with `ip netns exec`, bounded by the fleet's
 ttl (`--duration`), so a forgotten fleet stops serving by itself; the state file records its
-pid. A fleet's state file (STATE_DIR/fleet-NAME.json) is written before anything is created
+pid. The servers outlive `fleet up` by design, so they are started detached (not its
+children). Only processes found inside the fleet's namespaces are ever stopped, so a recorded
+pid the kernel has since given to another program is never signalled.
+
+A fleet's state file (STATE_DIR/fleet-NAME.json) is written before anything is created
 and removed after everything is gone, so `down` and `sweep` always know what to remove:
-namespaces (which take their veth ends, addresses, routes and nftables table with them),
-bridges, and processes (recorded pids, checked to still live in the fleet's namespace, then
-any other process left in those namespaces). A sweep removes fleets whose `fleet up` died
-before finishing (the creating pid is in every namespace name and in the state file) and
-fleets past their ttl.
+processes (every one inside the fleet's namespaces: the servers, and anything a user started
+there), then namespaces (which take their veth ends, addresses, routes and nftables table
+with them), then bridges. Each front bridge's alias names its state file, so a sweep from
+any state directory sees every fleet on the machine. A sweep removes fleets whose `fleet up`
+died before finishing (the creating pid is in every namespace name and in the state file),
+fleets past their ttl, and fleet namespaces and bridges that no live fleet claims.
 """
 
 from __future__ import annotations
@@ -36,14 +41,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,16 +109,10 @@ def can_fleet() -> tuple[bool, str]:
     ok, why = can_sandbox()
     if not ok:
         return ok, why
-    if not _which("nft"):
+    if shutil.which("nft") is None:
         return False, ("nftables' `nft` is not installed (Debian: apt-get install -y "
                        "nftables)")
     return True, ""
-
-
-def _which(cmd: str) -> bool:
-    import shutil
-
-    return shutil.which(cmd) is not None
 
 
 # ---------------------------------------------------------------- state files and locking
@@ -379,7 +380,7 @@ def _serve_command(host: Host, spec: FleetSpec) -> list[str]:
     return ["ip", "netns", "exec", host.netns, sys.executable, "-m", "tcpmax", "serve",
             "--host", ip, "--port", str(spec.port),
             "--max-connections", str(spec.server_connections),
-            "--duration", f"{spec.ttl:g}s", "--metrics", f"{ip}:{METRICS_PORT}", "--quiet"]
+            "--duration", f"{math.ceil(spec.ttl)}s", "--metrics", f"{ip}:{METRICS_PORT}", "--quiet"]
 
 
 def _spawn_detached(argv: list[str], log_fd: int) -> int:
@@ -420,7 +421,7 @@ def _enable_forwarding() -> None:
     write_sysctl("net.ipv4.ip_forward", "1")
 
 
-def fleet_up(spec: FleetSpec, log: Any = None) -> dict[str, Any]:
+def fleet_up(spec: FleetSpec, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the fleet `spec` asks for and start its servers; return its state record.
 
     Raises:
@@ -469,7 +470,8 @@ def fleet_up(spec: FleetSpec, log: Any = None) -> dict[str, Any]:
     return state
 
 
-def _build(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any], say: Any) -> None:
+def _build(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any],
+           say: Callable[[str], None]) -> None:
     started = time.monotonic()
     _batch([f"netns add {h.netns}" for h in plan.hosts])
     _batch(_host_commands(plan, _state_path(spec.state_dir, spec.name)))
