@@ -219,3 +219,18 @@ def test_a_fleet_up_killed_mid_way_is_removed_whole_by_the_next_sweep(tmp_path):
     assert leftovers(name, up.pid, state["slot"], pids) == []
     assert not record.exists()
     assert host_view() == before
+
+
+def test_a_forgotten_fleet_stops_serving_at_its_ttl_and_the_next_sweep_removes_it(tmp_path):
+    name = f"e{os.getpid()}"
+    state = fleet_up(FleetSpec(name=name, clients=1, servers=1, ttl=2,
+                               server_connections=100, state_dir=tmp_path))
+    pids = list(state["server_pids"].values())
+    deadline = time.monotonic() + 15
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(p) for p in pids)          # stopped by itself: serve --duration
+    while time.time() < state["expires_at"]:
+        time.sleep(0.1)
+    assert name in sweep(tmp_path)
+    assert leftovers(name, os.getpid(), state["slot"], pids) == []
