@@ -116,6 +116,22 @@ def test_the_balancer_tracks_each_connection_through_the_vip(lab):
     assert start[1] == int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
 
 
+def test_status_json_shows_the_vip_the_serving_servers_and_the_balancer_conntrack(lab):
+    state_dir, status, _ = lab
+    out = subprocess.run([sys.executable, "-m", "tcpmax", "fleet", "status", "--name",
+                          status["name"], "--state-dir", str(state_dir), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    doc = json.loads(out)
+    assert doc["schema"] == "tcpmax.fleet/1"
+    (fleet,) = doc["fleets"]
+    assert fleet["target"] == status["target"]
+    assert fleet["conntrack"]["max"] == int(
+        Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
+    servers = [h for h in fleet["hosts"] if h["role"] == "server"]
+    assert len(servers) == 2 and all(h["serving"] and h["accepted"] is not None
+                                     for h in servers)
+
+
 def test_no_route_in_any_fleet_namespace_leaves_the_fleet(lab):
     _, status, _ = lab
     for host in status["hosts"]:
