@@ -16,6 +16,7 @@ import click
 
 from tcpmax import __version__
 from tcpmax.cli.doctor import doctor
+from tcpmax.cli.fleet import fleet
 from tcpmax.cli.load import load
 from tcpmax.cli.plan import plan
 from tcpmax.cli.prove import prove
@@ -44,6 +45,7 @@ def cli() -> None:
       tcpmax plan --connections 10M servers, clients and source IPs for a fleet
       tcpmax serve --port 9000      hold connections with near-zero memory each
       tcpmax load 127.0.0.1:9000 -n 1M   open and hold them from many source IPs
+      tcpmax fleet up --clients 3 --servers 3   a lab of hosts behind a kernel balancer
     """
 
 
@@ -53,6 +55,7 @@ cli.add_command(plan)
 cli.add_command(serve)
 cli.add_command(load)
 cli.add_command(prove)
+cli.add_command(fleet)
 
 
 def _silence_stdout() -> None:

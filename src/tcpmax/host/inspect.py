@@ -26,9 +26,9 @@ from tcpmax.host.process import read_status
 from tcpmax.host.procfs import LIVE_PROC, read_sysctl, sysctl_path
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange, Sockstat
 
-__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "proc_tree_problem", "read_host", "read_meminfo",
-           "read_netstat", "read_port_range", "read_reserved_ports", "read_route", "read_sockstat",
-           "read_sysctl", "sysctl_path"]
+__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "listening_ports", "proc_tree_problem",
+           "read_conntrack", "read_host", "read_meminfo", "read_netstat", "read_port_range",
+           "read_reserved_ports", "read_route", "read_sockstat", "read_sysctl", "sysctl_path"]
 
 CAPABILITY_BITS = {
     "CAP_NET_BIND_SERVICE": 10,
@@ -108,6 +108,35 @@ def read_netstat(proc_root: Path = LIVE_PROC) -> dict[str, dict[str, int]]:
         section, _, names = head.partition(":")
         out[section] = dict(zip(names.split(), map(int, values.split()[1:]), strict=True))
     return out
+
+
+def read_conntrack(proc_root: Path = LIVE_PROC) -> tuple[int, int] | None:
+    """(entries, nf_conntrack_max) for connection tracking, or None without conntrack.
+
+    The count is this network namespace's own; the maximum is one kernel-wide table size,
+    which a namespace other than the host's can read but never change."""
+    try:
+        count = _natural(read_sysctl("net.netfilter.nf_conntrack_count", proc_root))
+        limit = _natural(read_sysctl("net.netfilter.nf_conntrack_max", proc_root))
+    except FileNotFoundError:
+        return None
+    return count, limit
+
+
+def listening_ports(pid: int, proc_root: Path = LIVE_PROC) -> set[int]:
+    """TCP ports listening in the network namespace of `pid` (its /proc/PID/net/tcp and
+    tcp6), read without entering that namespace; empty once the process is gone."""
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc_root / str(pid) / "net" / table).read_text().splitlines()[1:]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":           # TCP_LISTEN
+                ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
 
 
 def _nofile(proc_root: Path) -> tuple[int, int]:

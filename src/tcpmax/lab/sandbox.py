@@ -3,7 +3,8 @@
 `in_namespace(fn, sysctls)` creates a named namespace (`ip netns add`), forks a child that
 enters it with setns(2), brings loopback up, writes the sysctls, runs `fn()` and sends its
 JSON-able result back over a pipe. Whatever happens (exception, Ctrl-C in the parent, a child
-that dies), the parent deletes the namespace before returning.
+that dies), the parent deletes the namespace before returning. `run_in(name, fn)` does the
+same in a namespace that already exists (a fleet host's), and leaves it in place.
 
 Namespace names carry the creating pid (tcpmax-prove-PID-N), so `sweep_stale()` can delete the
 ones left by a run that was killed outright (SIGKILL leaves no chance to clean up).
@@ -32,7 +33,7 @@ from typing import Any
 from tcpmax.engine.supervisor import fork_child
 from tcpmax.host.procfs import sysctl_path, write_sysctl
 
-__all__ = ["SandboxError", "can_sandbox", "in_namespace", "sweep_stale"]
+__all__ = ["SandboxError", "can_sandbox", "in_namespace", "run_in", "sweep_stale"]
 
 CLONE_NEWNET = 0x40000000
 PREFIX = "tcpmax-prove-"
@@ -101,6 +102,24 @@ def in_namespace(fn: Callable[[], Any], sysctls: dict[str, str] | None = None,
         _ip("netns", "add", name)
     except (subprocess.CalledProcessError, OSError) as exc:
         raise SandboxError(f"cannot create network namespace {name}: {exc}") from exc
+
+    def setup_then_fn() -> Any:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+        for key, value in (sysctls or {}).items():
+            write_sysctl(key, value)
+        return fn()
+
+    try:
+        return run_in(name, setup_then_fn)
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError, OSError):
+            _ip("netns", "del", name)
+
+
+def run_in(name: str, fn: Callable[[], Any]) -> Any:
+    """Run `fn` in a forked child inside the existing named namespace `name`; return its
+    JSON-able result, or raise SandboxError with the child's error. The caller's own
+    namespace is never changed: setns happens in the child only."""
     r, w = os.pipe()
 
     def child() -> int:
@@ -109,10 +128,6 @@ def in_namespace(fn: Callable[[], Any], sysctls: dict[str, str] | None = None,
         code = 1
         try:
             _enter(name)
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True,
-                           capture_output=True)
-            for key, value in (sysctls or {}).items():
-                write_sysctl(key, value)
             payload = {"ok": True, "result": fn()}
             code = 0
         except BaseException as exc:
@@ -149,5 +164,3 @@ def in_namespace(fn: Callable[[], Any], sysctls: dict[str, str] | None = None,
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        with contextlib.suppress(subprocess.CalledProcessError, OSError):
-            _ip("netns", "del", name)

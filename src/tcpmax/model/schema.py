@@ -33,6 +33,7 @@ class Schema(StrEnum):
     LOAD = "tcpmax.load/1"
     PROVE = "tcpmax.prove/1"
     SERVE_STATS = "tcpmax.serve.stats/1"   # serve --json and the /stats endpoint
+    FLEET = "tcpmax.fleet/1"               # fleet up --json and fleet status --json
 
 
 def to_jsonable(value: Any) -> Any:
