@@ -208,7 +208,9 @@ def check_response(data: bytes, key: bytes) -> tuple[int, bytes]:
     if end < 0:
         raise HandshakeError(HandshakeFailure.MALFORMED, "no complete response head")
     conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"x")]))
+    # h11 accepts a 101 only as the answer to an upgrade it saw proposed.
+    conn.send(h11.Request(method=b"GET", target=b"/", headers=[
+        (b"Host", b"x"), (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")]))
     conn.receive_data(data[:end + 4])
     try:
         event = conn.next_event()
