@@ -89,6 +89,30 @@ def test_a_bad_upgrade_is_refused_with_its_cause(data, cause):
     assert info.value.cause is cause
 
 
+def test_a_remembered_request_shape_still_gets_its_own_key_checked():
+    keys = [make_key() for _ in range(3)]
+    assert [parse_upgrade(request(Sec_WebSocket_Key=k)).key for k in keys] == keys
+    with pytest.raises(HandshakeError) as info:
+        parse_upgrade(request(Sec_WebSocket_Key=b"c2hvcnQ="))
+    assert info.value.cause is HandshakeFailure.BAD_KEY
+
+
+def test_a_key_sent_twice_is_refused_however_often_the_shape_is_seen():
+    head = request().replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Key: " + make_key() + b"\r\n\r\n")
+    for _ in range(3):
+        with pytest.raises(HandshakeError) as info:
+            parse_upgrade(head)
+        assert info.value.cause is HandshakeFailure.BAD_KEY
+
+
+def test_a_remembered_shape_keeps_its_target_and_subprotocols_and_early_bytes_are_fresh():
+    first = parse_upgrade(request(Sec_WebSocket_Protocol=b"mqtt") + b"one")
+    second = parse_upgrade(request(Sec_WebSocket_Protocol=b"mqtt",
+                                   Sec_WebSocket_Key=make_key()) + b"two")
+    assert (second.target, second.subprotocols, first.rest, second.rest) == (
+        b"/chat", (b"mqtt",), b"one", b"two")
+
+
 def test_a_head_over_the_size_bound_is_too_large():
     data = request(X_Padding=b"a" * 9000)
     with pytest.raises(HandshakeError) as info:
