@@ -264,7 +264,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--warmup", default="2k", type=parse_count,
+    p.add_argument("--warmup", default="2k", type=lambda t: 0 if t == "0" else parse_count(t),
                    help="ws-memory: connections opened and closed before measuring")
     a = p.parse_args()
     if a.which == "memory":

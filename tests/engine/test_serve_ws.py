@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
+import urllib.request
 
 import pytest
 from websockets.exceptions import ConnectionClosedError
@@ -147,3 +149,20 @@ def test_stop_leaves_no_worker_with_connections_and_handshakes_open():
         assert wait_for(lambda: srv.stats().open == 2)
         srv.stop()
     assert srv.pid == 0 and not any(alive(p) for p in pids)
+
+
+def test_upgrades_frames_and_failures_reach_metrics_and_stats():
+    with ws_server(Mode.ECHO, metrics=("127.0.0.1", 0)) as srv:
+        with connect(url(srv)) as ws:
+            ws.send("one")
+            ws.recv(timeout=5)
+        with raw(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") as s:
+            read_all(s)
+        assert wait_for(lambda: srv.stats().ws_handshake_failures["no_upgrade"] == 1)
+        host, port = srv.metrics_address
+        base = f"http://{host}:{port}"
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        stats = json.load(urllib.request.urlopen(base + "/stats", timeout=5))
+    assert "tcpmax_serve_ws_upgrades_total 1.0" in metrics
+    assert 'tcpmax_serve_ws_handshake_failures_total{cause="no_upgrade"} 1.0' in metrics
+    assert (stats["ws_upgraded"], stats["ws_frames_in"], stats["ws_frames_out"]) == (1, 2, 2)

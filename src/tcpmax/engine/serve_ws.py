@@ -37,10 +37,12 @@ from tcpmax.model.ws import (
     decode_frames,
     encode_frame,
     head_complete,
+    make_key,
     next_message_state,
     parse_upgrade,
     peer_close_code,
     reject_response,
+    upgrade_request,
 )
 
 __all__ = ["HANDSHAKING", "UPGRADED", "WsSide"]
@@ -51,6 +53,19 @@ _FAILURES = tuple(HandshakeFailure)
 _FAIL_COL = tuple(Col[f"WS_FAIL_{c.name}"] for c in _FAILURES)
 _FAIL_INDEX = {c: i for i, c in enumerate(_FAILURES)}
 _PING, _PONG, _CLOSE = Opcode.PING.value, Opcode.PONG.value, Opcode.CLOSE.value
+
+
+def _warm() -> None:
+    """Run one handshake and frame round in the process that imports this, before any fork:
+    what initialises lazily on first use (OpenSSL's SHA-1, h11's first parse) is then built
+    once in shared pages instead of once in every worker."""
+    key = make_key(bytes(16))
+    accept_response(parse_upgrade(upgrade_request(b"warm", b"/", key)).key)
+    decode_frames(encode_frame(Opcode.TEXT, b"warm", mask=b"warm"), masked=True,
+                  max_payload=125)
+
+
+_warm()
 
 
 class WsSide:

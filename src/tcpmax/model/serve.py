@@ -33,7 +33,8 @@ class ServeConfig:
 
     Raises:
         ValueError: no port, a port outside 0-65535, a count below 1, a duration not
-            positive, or more workers than tcpmax forks.
+            positive, more workers than tcpmax forks, `ws_then` not hold/echo/push, or a
+            `ws_max_frame` below 125 bytes.
     """
 
     host: str = "127.0.0.1"
