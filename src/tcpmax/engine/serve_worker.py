@@ -17,8 +17,8 @@ Echo backpressure: bytes that do not fit in the socket buffer are kept (at most 
 that does not read its replies.
 
 WebSocket (--mode ws): the same loop, with the protocol in serve_ws.WsSide. Its branches sit
-behind one `ws` test on paths the plain modes pass through, so plain hold, echo and push run
-as before.
+behind a `side is not None` test where the plain modes pass (a hold read, accept, close), so
+plain hold, echo and push run as before.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 (Col.BYTES_IN, bytes_in), (Col.BYTES_OUT, bytes_out), (Col.PUSHED, pushed),
                 (Col.PUSH_SKIPPED, push_skipped), (Col.BACKPRESSURE, backpressure),
                 (Col.IDLE_CLOSED, idle_closed), (Col.STATE, state),
-                *(() if side is None else (
+                *(() if side is None else (     # later pairs overwrite the plain totals
                     (Col.BYTES_OUT, bytes_out + side.bytes_out),
                     (Col.BACKPRESSURE, backpressure + side.backpressure),
                     *side.counts()))))
