@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from tcpmax.engine.server import Server
 from tcpmax.model.serve import Mode, ServeConfig
-from tcpmax.model.ws import make_key, upgrade_request
+from tcpmax.model.ws import Opcode, decode_frames, encode_frame, make_key, upgrade_request
 from tests.engine.test_serve import alive, wait_for
 
 
@@ -166,3 +166,21 @@ def test_upgrades_frames_and_failures_reach_metrics_and_stats():
     assert "tcpmax_serve_ws_upgrades_total 1.0" in metrics
     assert 'tcpmax_serve_ws_handshake_failures_total{cause="no_upgrade"} 1.0' in metrics
     assert (stats["ws_upgraded"], stats["ws_frames_in"], stats["ws_frames_out"]) == (1, 2, 2)
+
+
+def test_a_ping_between_fragments_is_answered_and_the_fragments_echoed_in_order():
+    mask = b"\x01\x02\x03\x04"
+    frames = (encode_frame(Opcode.TEXT, b"frag", fin=False, mask=mask)
+              + encode_frame(Opcode.PING, b"mid", mask=mask)
+              + encode_frame(Opcode.CONTINUATION, b"mented", mask=mask))
+    with ws_server(Mode.ECHO) as srv, raw(srv, upgrade_request(b"x", b"/", make_key())) as s:
+        head = s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 ") and head.endswith(b"\r\n\r\n")
+        s.sendall(frames)
+        got = b""
+        while len(decode_frames(got, masked=False, max_payload=1000)[0]) < 3:
+            got += s.recv(4096)
+    assert [(f.fin, f.opcode, f.payload) for f in decode_frames(
+        got, masked=False, max_payload=1000)[0]] == [
+        (False, Opcode.TEXT, b"frag"), (True, Opcode.PONG, b"mid"),
+        (True, Opcode.CONTINUATION, b"mented")]
