@@ -4,6 +4,8 @@
     python bench/bench_serve.py accept  --connections 100k   # accept rate vs simplest epoll
     python bench/bench_serve.py echo    --connections 100k   # messages/s and p99 vs uvloop
     python bench/bench_serve.py hold    --connections 1M     # hold a million
+    python bench/bench_serve.py ws-memory --connections 50k  # bytes per held WebSocket
+    python bench/bench_serve.py ws-accept --connections 20k  # upgrade rate vs plain accept
 
 Everything runs on loopback and stops by itself. Results are printed as JSON lines and a
 summary; docs/benchmarks.md quotes them with the command that produced them.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,10 +46,12 @@ class Subject:
         self.kind = kind
         self.tcpmax: Server | None = None
         self.baseline: BaselineServer | None = None
-        if kind == "tcpmax":
+        if kind in ("tcpmax", "tcpmax-ws"):
+            then = Mode.ECHO if echo else Mode.HOLD
+            # Plain subjects pass no ws option, so this file also drives older trees (A/B).
+            ws = {"mode": Mode.WS, "ws_then": then} if kind == "tcpmax-ws" else {"mode": then}
             self.tcpmax = Server(ServeConfig(ports=(0,), max_connections=connections,
-                                             workers=workers,
-                                             mode=Mode.ECHO if echo else Mode.HOLD)).start()
+                                             workers=workers, **ws)).start()
             self.address = self.tcpmax.addresses[0]
         else:
             self.baseline = start_baseline(kind, workers, echo=echo)
@@ -103,6 +108,89 @@ def bench_memory(n: int, workers: int) -> None:
                   "pss_per_conn": (after["pss"] - before["pss"]) / n})
         finally:
             subject.stop()
+
+
+def bench_ws_memory(n: int, workers: int, warmup: int) -> None:
+    """User-space bytes per held connection: plain TCP, then upgraded WebSocket, same run.
+
+    `warmup` connections are opened and closed first: the first handshakes in a forked
+    worker touch the pages of h11 and the model (reference counts), which become private
+    copies once per worker, not per connection; "warmup_bytes" reports that one-off cost.
+    """
+    for kind in ("tcpmax", "tcpmax-ws"):
+        subject = Subject(kind, workers, n)
+        try:
+            time.sleep(0.5)
+            start = memory_of(subject.pids())
+            if warmup:
+                warm = open_connections(subject.address, warmup,
+                                        websocket=kind == "tcpmax-ws")
+                warm.release()
+                assert subject.tcpmax is not None
+                wait_until(lambda s=subject.tcpmax: s.stats().open == 0)
+                time.sleep(0.5)
+            before = memory_of(subject.pids())
+            base_inuse = sockstat_inuse()
+            client = open_connections(subject.address, n, websocket=kind == "tcpmax-ws")
+            wait_until(lambda b=base_inuse: sockstat_inuse() - b >= 2 * n - 50)
+            time.sleep(1.0)
+            after = memory_of(subject.pids())
+            assert subject.tcpmax is not None
+            stats = subject.tcpmax.stats()
+            client.release()
+            emit({"bench": "ws-memory", "server": kind, "connections": n,
+                  "established": client.established, "failed": client.failed,
+                  "upgraded": stats.ws_upgraded, "workers": workers, "warmup": warmup,
+                  "warmup_bytes": before["rss"] - start["rss"],
+                  "rss_per_conn": (after["rss"] - before["rss"]) / n,
+                  "private_per_conn": (after["private"] - before["private"]) / n,
+                  "pss_per_conn": (after["pss"] - before["pss"]) / n})
+        finally:
+            subject.stop()
+        time.sleep(1.0)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of `pids` so far (/proc/PID/stat, clock ticks)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def bench_ws_accept(n: int, workers: int, rounds: int) -> None:
+    """Connections/s to 'accepted' (plain) and to '101 received' (ws), alternating rounds."""
+    times: dict[str, list[float]] = {"tcpmax": [], "tcpmax-ws": []}
+    for _ in range(rounds):
+        for kind in times:
+            subject = Subject(kind, workers, n)
+            try:
+                t0 = time.perf_counter()
+                cpu0 = cpu_seconds(subject.pids())
+                client = open_connections(subject.address, n, websocket=kind == "tcpmax-ws")
+                port = subject.address[1]
+                wait_until(lambda p=port: accept_queue(p) == 0)
+                elapsed = time.perf_counter() - t0
+                server_cpu = cpu_seconds(subject.pids()) - cpu0
+                client_cpu = cpu_seconds(client.pids)
+                client.release()
+                times[kind].append(elapsed)
+                emit({"bench": "ws-accept", "server": kind, "connections": n,
+                      "established": client.established, "failed": client.failed,
+                      "seconds": round(elapsed, 3), "rate": round(n / elapsed),
+                      "server_cpu_us_per_conn": round(server_cpu / n * 1e6, 1),
+                      "client_cpu_us_per_conn": round(client_cpu / n * 1e6, 1)})
+            finally:
+                subject.stop()
+            time.sleep(1.0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    emit({"bench": "ws-accept", "summary": True,
+          "median_rate": {k: round(n / v) for k, v in med.items()},
+          "ws_vs_plain": round(med["tcpmax"] / med["tcpmax-ws"], 3)})
 
 
 def bench_accept(n: int, workers: int, rounds: int) -> None:
@@ -170,16 +258,23 @@ def bench_hold(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["memory", "accept", "echo", "hold"])
+    p.add_argument("which", choices=["memory", "accept", "echo", "hold", "ws-memory",
+                                     "ws-accept"])
     p.add_argument("--connections", default="100k", type=parse_count)
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", default="2k", type=lambda t: 0 if t == "0" else parse_count(t),
+                   help="ws-memory: connections opened and closed before measuring")
     a = p.parse_args()
     if a.which == "memory":
         bench_memory(a.connections, a.workers)
     elif a.which == "accept":
         bench_accept(a.connections, a.workers, a.rounds)
+    elif a.which == "ws-memory":
+        bench_ws_memory(a.connections, a.workers, a.warmup)
+    elif a.which == "ws-accept":
+        bench_ws_accept(a.connections, a.workers, a.rounds)
     elif a.which == "echo":
         bench_echo(a.connections, a.workers, a.seconds)
     else:

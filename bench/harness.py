@@ -8,7 +8,9 @@ Client: P processes, each from its own loopback source IP, open connections with
 non-blocking connect() completed through epoll (a window of connects in flight), report when
 established, hold until released, then reset (SO_LINGER 0). In echo mode each connection
 then runs a closed loop: send a 16-byte timestamped message, wait for its echo, repeat, with
-latencies in an HDR histogram.
+latencies in an HDR histogram. With `websocket=True` each connection then sends a fixed
+WebSocket upgrade request (written here, not by tcpmax's model) and counts as established
+only once the answer starts with "HTTP/1.1 101".
 
 Servers: "simplest" (W processes accepting from one shared listener with plain epoll, fds
 kept in a list), asyncio and uvloop (W processes, SO_REUSEPORT listeners, a Protocol per
@@ -34,6 +36,9 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 RST = struct.pack("ii", 1, 0)
+WS_REQUEST = (b"GET /bench HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
 IP_BIND_ADDRESS_NO_PORT = 24
 
 
@@ -110,10 +115,11 @@ def sockstat_inuse() -> int:
 # -- the client --------------------------------------------------------------------------
 
 def _client(address: tuple[str, int], n: int, source: str, window: int, ready_w: int,
-            go_r: int, echo_seconds: float, result_w: int) -> None:
+            go_r: int, echo_seconds: float, result_w: int, websocket: bool = False) -> None:
     _max_nofile()
     ep = select.epoll()
     socks: dict[int, socket.socket] = {}
+    upgrading: set[int] = set()
     started = established = failed = 0
     in_flight = 0
     while established + failed < n:
@@ -134,6 +140,27 @@ def _client(address: tuple[str, int], n: int, source: str, window: int, ready_w:
             in_flight += 1
         for fd, _ev in ep.poll(1.0):
             s = socks[fd]
+            if fd in upgrading:
+                upgrading.discard(fd)
+                in_flight -= 1
+                try:
+                    answer = os.read(fd, 4096)
+                except OSError:
+                    answer = b""
+                if answer.startswith(b"HTTP/1.1 101 "):
+                    established += 1
+                    ep.modify(fd, 0)
+                else:
+                    failed += 1
+                    ep.unregister(fd)
+                    del socks[fd]
+                    s.close()
+                continue
+            if websocket and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                os.write(fd, WS_REQUEST)      # ~170 bytes into an empty buffer: never short
+                upgrading.add(fd)
+                ep.modify(fd, select.EPOLLIN)
+                continue
             in_flight -= 1
             if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                 established += 1
@@ -213,8 +240,9 @@ def _read_exact(fd: int, size: int) -> bytes:
 
 def open_connections(address: tuple[str, int], n: int, *, per_process: int = 14_000,
                      per_source: int = 14_000, window: int = 256,
-                     echo_seconds: float = 0.0) -> ClientRun:
-    """Open and hold `n` connections; returns once every process reported."""
+                     echo_seconds: float = 0.0, websocket: bool = False) -> ClientRun:
+    """Open and hold `n` connections (upgraded to WebSocket with `websocket`); returns once
+    every process reported."""
     per = min(per_process, per_source)
     shares = [per] * (n // per) + ([n % per] if n % per else [])
     pids, ready, go, results = [], [], [], []
@@ -227,7 +255,8 @@ def open_connections(address: tuple[str, int], n: int, *, per_process: int = 14_
 
         def child(share: int = share, source: str = source, ready_w: int = ready_w,
                   go_r: int = go_r, res_w: int = res_w) -> None:
-            _client(address, share, source, window, ready_w, go_r, echo_seconds, res_w)
+            _client(address, share, source, window, ready_w, go_r, echo_seconds, res_w,
+                    websocket)
 
         pids.append(fork(child))
         for fd in (ready_w, go_r, res_w):

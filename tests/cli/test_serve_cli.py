@@ -42,6 +42,37 @@ def test_a_bounded_run_serves_then_stops_by_itself_and_reports_json():
         "duration reached"
 
 
+def test_ws_mode_upgrades_a_websockets_client_and_reports_it_in_json():
+    from websockets.sync.client import connect
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "serve", "--port", str(port),
+                             "--mode", "ws", "--ws-then", "echo", "--workers", "1",
+                             "--max-connections", "100", "--duration", "3s", "--json",
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                ws = connect(f"ws://127.0.0.1:{port}/", open_timeout=2)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        with ws:
+            ws.send("ping")
+            assert ws.recv(timeout=5) == "ping"
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert (data["ws_upgraded"], data["ws_frames_in"]) == (1, 2)   # the message, the close
+
+
 def test_sigterm_stops_it_with_exit_0_and_no_worker_left():
     proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "serve", "--port", "0",
                              "--quiet", "--json"], stdout=subprocess.PIPE,
@@ -64,6 +95,11 @@ def test_sigterm_stops_it_with_exit_0_and_no_worker_left():
     (["--host", "not-an-ip"], "--host"), (["--metrics", "nowhere"], "--metrics"),
     (["--max-connections", "0"], "--max-connections"), (["--mode", "shout"], "--mode"),
     (["--idle-timeout", "soon"], "--idle-timeout"), (["--workers", "0"], "--workers"),
+    (["--ws-then", "echo"], "--ws-then"), (["--mode", "echo", "--ws-then", "echo"], "--ws-then"),
+    (["--mode", "ws", "--ws-then", "shout"], "--ws-then"),
+    (["--mode", "ws", "--handshake-timeout", "0s"], "--handshake-timeout"),
+    (["--mode", "ws", "--ws-max-frame", "10"], "--ws-max-frame"),
+    (["--mode", "ws", "--push-interval", "2s"], "--push-interval"),
 ])
 def test_bad_input_exits_2_naming_the_option_before_anything_starts(args, option, started):
     result = CliRunner().invoke(cli, ["serve", *args])

@@ -102,6 +102,14 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
     for name, value in s.accept_errors.items():
         if value:
             t.add_row(f"accept {name}", format_count(value))
+    if run.cfg.mode is Mode.WS:
+        for name, value in (("WebSocket upgrades", s.ws_upgraded),
+                            ("frames in", s.ws_frames_in), ("frames out", s.ws_frames_out),
+                            ("protocol errors (closed)", s.ws_protocol_errors)):
+            t.add_row(name, format_count(value))
+        for name, value in s.ws_handshake_failures.items():
+            if value:
+                t.add_row(f"handshake failed: {name}", format_count(value))
     return t
 
 
@@ -116,7 +124,18 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default="hold",
               show_default=True,
               help="hold: keep connections, discard input; echo: send back every byte; "
-                   "push: send a timestamped line to every connection each --push-interval.")
+                   "push: send a timestamped line to every connection each --push-interval; "
+                   "ws: answer the WebSocket upgrade, then do --ws-then.")
+@click.option("--ws-then", type=click.Choice([Mode.HOLD.value, Mode.ECHO.value,
+                                              Mode.PUSH.value]),
+              default="hold", show_default=True,
+              help="ws: after the upgrade, hold (answer pings, discard data), echo data "
+                   "frames, or push a timestamped text frame each --push-interval.")
+@click.option("--handshake-timeout", type=INTERVAL, default="10s", show_default=True,
+              help="ws: drop (RST) a client whose upgrade request is not complete by then.")
+@click.option("--ws-max-frame", type=click.IntRange(125, 16 * 1024 * 1024), default=65536,
+              show_default=True, metavar="BYTES",
+              help="ws: refuse larger frames with close code 1009.")
 @click.option("--max-connections", type=COUNT, default=100_000, show_default=True,
               metavar="N", help="Most connections held at once; sets the worker count "
                                 "(from the open-file limit) and each worker's share.")
@@ -145,6 +164,7 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
 @click.option("--json", "as_json", is_flag=True,
               help="At exit, print the final counters as JSON on stdout.")
 def serve(host: str, port: int | None, port_range: str | None, mode: str,
+          ws_then: str, handshake_timeout: float, ws_max_frame: int,
           max_connections: int, workers: int | None, backlog: int | None,
           idle_timeout: float | None, duration: float | None, drain: bool,
           drain_timeout: float, push_interval: float, message_size: int,
@@ -162,10 +182,14 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
       tcpmax serve --ports 9000-9009 --max-connections 1M --metrics 127.0.0.1:9100
       tcpmax serve --mode echo --duration 5m
       tcpmax serve --mode push --push-interval 5s --message-size 64
+      tcpmax serve --mode ws --ws-then echo
     """
     err = stderr_console()
-    if mode != Mode.PUSH:
-        refuse_unused("--mode push", "push_interval", "message_size")
+    pushing = mode == Mode.PUSH or (mode == Mode.WS and ws_then == Mode.PUSH)
+    if not pushing:
+        refuse_unused("--mode push or --ws-then push", "push_interval", "message_size")
+    if mode != Mode.WS:
+        refuse_unused("--mode ws", "ws_then", "handshake_timeout", "ws_max_frame")
     if not drain:
         refuse_unused("--drain", "drain_timeout")
     if port is not None and port_range is not None:
@@ -181,6 +205,8 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
                           idle_timeout=idle_timeout, duration=duration, drain=drain,
                           drain_timeout=drain_timeout, push_interval=push_interval,
                           message_size=message_size, workers=workers,
+                          ws_then=Mode(ws_then), handshake_timeout=handshake_timeout,
+                          ws_max_frame=ws_max_frame,
                           metrics=parse_address(metrics) if metrics else None)
         listeners, infos = open_listeners(cfg)
     except ValueError as exc:

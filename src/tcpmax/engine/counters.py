@@ -63,9 +63,20 @@ class Col(IntEnum):
     ERR_ENETUNREACH = 37
     ERR_EADDRINUSE = 38
     ERR_OTHER = 39
+    WS_UPGRADED = 40     # serve ws: upgrades answered 101
+    WS_FRAMES_IN = 41
+    WS_FRAMES_OUT = 42
+    WS_PROTOCOL_ERRORS = 43  # connections closed (1002/1009) for breaking the framing rules
+    WS_FAIL_MALFORMED = 44   # upgrade refusals and drops, one per model.ws.HandshakeFailure
+    WS_FAIL_NO_UPGRADE = 45
+    WS_FAIL_BAD_VERSION = 46
+    WS_FAIL_BAD_KEY = 47
+    WS_FAIL_TOO_LARGE = 48
+    WS_FAIL_TIMEOUT = 49
+    WS_FAIL_ABANDONED = 50
 
 
-N_COLS = 48              # room to grow without changing the row size users may rely on
+N_COLS = 64              # room to grow without changing the row size users may rely on
 LOAD_ERRNOS = tuple(c.name[4:] for c in Col if c.name.startswith("ERR_") and c.name != "ERR_OTHER")
 
 

@@ -48,6 +48,15 @@ class ServeCollector(Collector):
             "tcpmax_serve_idle_closed": ("Connections closed by --idle-timeout",
                                          s["idle_closed"]),
             "tcpmax_serve_worker_restarts": ("Workers replaced after dying", s["restarts"]),
+            "tcpmax_serve_ws_upgrades": ("WebSocket upgrades answered 101",
+                                         s.get("ws_upgraded", 0)),
+            "tcpmax_serve_ws_received_frames": ("WebSocket frames read",
+                                                s.get("ws_frames_in", 0)),
+            "tcpmax_serve_ws_sent_frames": ("WebSocket frames written",
+                                            s.get("ws_frames_out", 0)),
+            "tcpmax_serve_ws_protocol_errors": (
+                "WebSocket connections closed for breaking the framing rules",
+                s.get("ws_protocol_errors", 0)),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)
@@ -56,6 +65,12 @@ class ServeCollector(Collector):
         for errno_name, value in s["accept_errors"].items():
             errors.add_metric([errno_name], value)
         yield errors
+        failures = CounterMetricFamily("tcpmax_serve_ws_handshake_failures",
+                                       "WebSocket upgrades refused or dropped, by cause",
+                                       labels=["cause"])
+        for cause, value in s.get("ws_handshake_failures", {}).items():
+            failures.add_metric([cause], value)
+        yield failures
         if s.get("kernel") is not None:
             k = s["kernel"]
             yield GaugeMetricFamily("tcpmax_host_tcp_sockets_inuse",

@@ -15,6 +15,10 @@ fail again.
 Echo backpressure: bytes that do not fit in the socket buffer are kept (at most one read,
 64 KiB) and the fd is switched from EPOLLIN to EPOLLOUT, so nothing more is read from a client
 that does not read its replies.
+
+WebSocket (--mode ws): the same loop, with the protocol in serve_ws.WsSide. Its branches sit
+behind a `side is not None` test where the plain modes pass (a hold read, accept, close), so
+plain hold, echo and push run as before.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import time
 from array import array
 
 from tcpmax.engine.counters import Col, CounterTable, WorkerState
+from tcpmax.engine.serve_ws import HANDSHAKING, WsSide
 from tcpmax.engine.sockopts import LINGER_RESET
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.model.serve import Mode, ServeConfig
+from tcpmax.model.ws import Opcode, encode_frame
 
 __all__ = ["run_worker"]
 
@@ -72,9 +78,12 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     track_idle = cfg.idle_timeout is not None
     last = array("d", bytes(8 * fd_limit)) if track_idle else None
     pending: dict[int, bytes] = {}                  # echo: bytes not yet written, by fd
+    ws = cfg.mode is Mode.WS
     echo = cfg.mode is Mode.ECHO
-    push = cfg.mode is Mode.PUSH
-    nonblocking = echo or push
+    push = cfg.mode is Mode.PUSH or (ws and cfg.ws_then is Mode.PUSH)
+    nonblocking = echo or push or ws
+    fresh = HANDSHAKING if ws else 1                # `held` value of a just-accepted fd
+    side = WsSide(cfg, fd_limit, ep, pending, row) if ws else None
 
     lsocks = {s.fileno(): s for s in listeners}
 
@@ -158,20 +167,24 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         if last is not None:
                             last[fd] = now
                         if not echo:
-                            continue
-                        try:
-                            n = write(fd, data)
-                        except BlockingIOError:
-                            n = 0
-                        except OSError:
-                            n = -1
-                        if n >= 0:
-                            bytes_out += n
-                            if n < len(data):
-                                pending[fd] = data[n:]
-                                backpressure += 1
-                                ep.modify(fd, EPOLLOUT)
-                            continue
+                            if side is None or side.received(fd, data, held):
+                                continue
+                        else:
+                            try:
+                                n = write(fd, data)
+                            except BlockingIOError:
+                                n = 0
+                            except OSError:
+                                n = -1
+                            if n >= 0:
+                                bytes_out += n
+                                if n < len(data):
+                                    pending[fd] = data[n:]
+                                    backpressure += 1
+                                    ep.modify(fd, EPOLLOUT)
+                                continue
+                if side is not None:
+                    side.forget(fd)
                 pending.pop(fd, None)
                 held[fd] = 0
                 n_open -= 1
@@ -219,11 +232,13 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                     if nonblocking:
                         fcntl.fcntl(cfd, fcntl.F_SETFL, os.O_RDWR | os.O_NONBLOCK)
                     ep.register(cfd, EPOLLIN | EPOLLRDHUP)
-                    held[cfd] = 1
+                    held[cfd] = fresh
                     n_open += 1
                     opened += 1
                     if last is not None:
                         last[cfd] = now
+                    if side is not None:
+                        side.accepted(cfd, now)
                     pause_len = PAUSE_FIRST
 
         now = time.monotonic()
@@ -232,6 +247,18 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 or (state is WorkerState.PAUSED and now >= pause_until and n_open < budget)):
             listen_on()
             state = WorkerState.RUNNING
+        if side is not None and side.handshaking:
+            for fd in side.expired(now):
+                held[fd] = 0
+                n_open -= 1
+                closed += 1
+                _reset_close(fd)
+        if now >= next_push and side is not None:
+            sent, skipped = side.push(held, encode_frame(
+                Opcode.TEXT, b"%d" % time.time_ns() + pad))
+            pushed += sent
+            push_skipped += skipped
+            next_push = now + cfg.push_interval
         if now >= next_push:
             line = b"%d" % time.time_ns() + pad + b"\n"
             fd = held.find(1)
@@ -251,6 +278,8 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
             fd = held.find(1)
             while fd != -1:
                 if last[fd] < cutoff:
+                    if side is not None:
+                        side.forget(fd)
                     pending.pop(fd, None)
                     held[fd] = 0
                     n_open -= 1
@@ -260,6 +289,11 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 fd = held.find(1, fd + 1)
             next_idle = now + 1.0
         if stopping and (n_open == 0 or now >= drain_deadline):
+            if side is not None:
+                for fd in side.drop_handshakes():
+                    held[fd] = 0
+                    closed += 1
+                    _reset_close(fd)
             fd = held.find(1)
             while fd != -1:
                 held[fd] = 0
@@ -275,7 +309,11 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 (Col.OPEN, n_open), (Col.ACCEPTED, opened), (Col.CLOSED, closed),
                 (Col.BYTES_IN, bytes_in), (Col.BYTES_OUT, bytes_out), (Col.PUSHED, pushed),
                 (Col.PUSH_SKIPPED, push_skipped), (Col.BACKPRESSURE, backpressure),
-                (Col.IDLE_CLOSED, idle_closed), (Col.STATE, state)))
+                (Col.IDLE_CLOSED, idle_closed), (Col.STATE, state),
+                *(() if side is None else (     # later pairs overwrite the plain totals
+                    (Col.BYTES_OUT, bytes_out + side.bytes_out),
+                    (Col.BACKPRESSURE, backpressure + side.backpressure),
+                    *side.counts()))))
             next_flush = now + FLUSH_EVERY
             if state is WorkerState.DEAD:
                 return

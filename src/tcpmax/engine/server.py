@@ -29,6 +29,7 @@ from tcpmax.host.inspect import read_sockstat, read_sysctl
 from tcpmax.host.process import raise_nofile, rss_bytes
 from tcpmax.model.schema import Schema, document
 from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
+from tcpmax.model.ws import HandshakeFailure
 
 __all__ = ["ListenInfo", "ServeRun", "ServeStats", "Server", "WorkerStats", "open_listeners"]
 
@@ -72,6 +73,11 @@ class ServeStats:
     accept_errors: dict[str, int]
     accept_pauses: int
     restarts: int
+    ws_upgraded: int = 0
+    ws_frames_in: int = 0
+    ws_frames_out: int = 0
+    ws_protocol_errors: int = 0
+    ws_handshake_failures: dict[str, int] = field(default_factory=dict)  # by cause
     per_worker: tuple[WorkerStats, ...] = field(default=())
 
     @classmethod
@@ -92,6 +98,11 @@ class ServeStats:
             backpressure=total(Col.BACKPRESSURE), idle_closed=total(Col.IDLE_CLOSED),
             accept_errors=errors, accept_pauses=total(Col.ACCEPT_PAUSES),
             restarts=total(Col.RESTARTS),
+            ws_upgraded=total(Col.WS_UPGRADED), ws_frames_in=total(Col.WS_FRAMES_IN),
+            ws_frames_out=total(Col.WS_FRAMES_OUT),
+            ws_protocol_errors=total(Col.WS_PROTOCOL_ERRORS),
+            ws_handshake_failures={c.value: total(Col[f"WS_FAIL_{c.name}"])
+                                   for c in HandshakeFailure},
             per_worker=tuple(WorkerStats(i, r[Col.PID], WorkerState(r[Col.STATE]).name.lower(),
                                          r[Col.OPEN], r[Col.ACCEPTED], r[Col.CLOSED],
                                          r[Col.RESTARTS]) for i, r in enumerate(rows)))

@@ -21,6 +21,7 @@ class Mode(StrEnum):
     HOLD = "hold"    # accept and keep; read and discard anything sent
     ECHO = "echo"    # write back every byte read, with backpressure
     PUSH = "push"    # send a timestamped line to every connection each interval
+    WS = "ws"        # WebSocket: answer the upgrade, then hold, echo or push (`ws_then`)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class ServeConfig:
 
     Raises:
         ValueError: no port, a port outside 0-65535, a count below 1, a duration not
-            positive, or more workers than tcpmax forks.
+            positive, more workers than tcpmax forks, `ws_then` not hold/echo/push, or a
+            `ws_max_frame` below 125 bytes.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +49,9 @@ class ServeConfig:
     push_interval: float = 1.0
     message_size: int = 0                 # push: pad each line to this many bytes
     workers: int | None = None            # None: derived by plan_workers
+    ws_then: Mode = Mode.HOLD             # ws: what follows the upgrade (hold, echo, push)
+    handshake_timeout: float = 10.0       # ws: drop a client whose request is not in by then
+    ws_max_frame: int = 65536             # ws: larger frames are refused (close 1009)
     grace: float = 5.0                    # TERM -> KILL escalation for workers
     metrics: tuple[str, int] | None = None  # serve /metrics and /stats here
 
@@ -61,7 +66,11 @@ class ServeConfig:
             raise ValueError("--backlog must be at least 1")
         if self.workers is not None and not 1 <= self.workers <= MAX_PROCESSES:
             raise ValueError(f"--workers must be 1-{MAX_PROCESSES}")
-        for name in ("idle_timeout", "duration", "push_interval"):
+        if self.ws_then is Mode.WS:
+            raise ValueError("--ws-then is hold, echo or push")
+        if self.ws_max_frame < 125:
+            raise ValueError("--ws-max-frame must be at least 125 (a control frame's size)")
+        for name in ("idle_timeout", "duration", "push_interval", "handshake_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive")
