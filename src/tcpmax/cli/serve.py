@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
-from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL, refuse_unused
+from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL, SIZE, refuse_unused
 from tcpmax.engine.server import ListenError, ServeRun, open_listeners
 from tcpmax.model.schema import Schema
 from tcpmax.model.serve import Mode, ServeConfig
@@ -78,7 +78,9 @@ class _Status:
         return (f"holding {format_count(snap['open'])} | +{rate:,.0f}/s | workers "
                 f"{snap['workers_alive']}/{snap['workers']} | RSS "
                 f"{format_bytes(snap['rss_bytes'])}{kern}"
-                + (f" | accept errors: {errors}" if errors else ""))
+                + (f" | accept errors: {errors}" if errors else "")
+                + (" | MEMORY FLOOR: accepting nothing" if snap["memory_floor"]["active"]
+                   else ""))
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -99,6 +101,8 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
                         ("echo backpressure events", s.backpressure),
                         ("closed idle", s.idle_closed), ("worker restarts", s.restarts)):
         t.add_row(name, format_count(value))
+    t.add_row("memory floor (--min-free) reached", f"{format_count(run.floor_reached)} time(s)"
+              f" (floor {format_bytes(run.min_free)})")
     for name, value in s.accept_errors.items():
         if value:
             t.add_row(f"accept {name}", format_count(value))
@@ -156,6 +160,10 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
               help="push: time between two messages to every connection.")
 @click.option("--message-size", type=click.IntRange(0, 65536), default=0,
               help="push: pad each line to this many bytes.")
+@click.option("--min-free", type=SIZE, default=None, metavar="SIZE",
+              help="Accept nothing while MemAvailable is below this (connections held stay); "
+                   "accepting resumes a tenth above it [default: 1/32 of RAM, at least "
+                   "256MiB].")
 @click.option("--metrics", "metrics", metavar="HOST:PORT",
               help="Serve Prometheus text at /metrics and JSON at /stats, e.g. 127.0.0.1:9100.")
 @click.option("--status-every", type=INTERVAL, default="1s", show_default=True,
@@ -168,7 +176,8 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
           max_connections: int, workers: int | None, backlog: int | None,
           idle_timeout: float | None, duration: float | None, drain: bool,
           drain_timeout: float, push_interval: float, message_size: int,
-          metrics: str | None, status_every: float, quiet: bool, as_json: bool) -> None:
+          min_free: int | None, metrics: str | None, status_every: float, quiet: bool,
+          as_json: bool) -> None:
     """Hold, echo or push to up to a million connections with near-zero memory per connection.
 
     A supervisor forks worker processes (as many as the open-file limit requires, at least
@@ -207,7 +216,8 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
                           message_size=message_size, workers=workers,
                           ws_then=Mode(ws_then), handshake_timeout=handshake_timeout,
                           ws_max_frame=ws_max_frame,
-                          metrics=parse_address(metrics) if metrics else None)
+                          metrics=parse_address(metrics) if metrics else None,
+                          min_free=min_free)
         listeners, infos = open_listeners(cfg)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -74,6 +74,7 @@ class Col(IntEnum):
     WS_FAIL_TOO_LARGE = 48
     WS_FAIL_TIMEOUT = 49
     WS_FAIL_ABANDONED = 50
+    MEM_FLOOR = 51           # serve: set by the supervisor while MemAvailable < --min-free
 
 
 N_COLS = 64              # room to grow without changing the row size users may rely on

@@ -34,11 +34,11 @@ from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, 
 from tcpmax.host.process import process_memory, raise_nofile
 from tcpmax.model.errors import classify_name
 from tcpmax.model.facts import PortRange, Sockstat
+from tcpmax.model.limits import default_min_free
 from tcpmax.model.load import (
     LoadConfig,
     LoadPlan,
     PortStrategy,
-    default_min_free,
     loopback_sources,
     plan_load,
     sources_needed,

@@ -79,6 +79,11 @@ class ServeCollector(Collector):
             yield GaugeMetricFamily("tcpmax_host_tcp_memory_bytes",
                                     "TCP buffer memory (sockstat mem x page size)",
                                     value=k["tcp_mem_bytes"])
+        floor = s.get("memory_floor")
+        if floor is not None:
+            yield GaugeMetricFamily("tcpmax_serve_memory_floor_active",
+                                    "1 while MemAvailable is under --min-free: no accepts",
+                                    value=int(floor["active"]))
         if s.get("rss_bytes") is not None:
             yield GaugeMetricFamily("tcpmax_serve_rss_bytes",
                                     "Resident memory of all worker processes",

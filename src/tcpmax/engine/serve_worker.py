@@ -210,7 +210,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                     continue
                 accept = listener._accept  # type: ignore[attr-defined]  # raw fd, no object
                 for _ in range(ACCEPT_BATCH):
-                    if n_open >= budget:
+                    if n_open >= budget or row[Col.MEM_FLOOR]:
                         listen_off()
                         state = WorkerState.FULL
                         break
@@ -243,7 +243,8 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
 
         now = time.monotonic()
         if not listening and not stopping and (
-                (state is WorkerState.FULL and n_open <= low_water)
+                (state is WorkerState.FULL and n_open <= low_water
+                 and not row[Col.MEM_FLOOR])
                 or (state is WorkerState.PAUSED and now >= pause_until and n_open < budget)):
             listen_on()
             state = WorkerState.RUNNING

@@ -25,8 +25,9 @@ from tcpmax.engine.counters import ACCEPT_ERRNOS, Col, CounterTable, WorkerState
 from tcpmax.engine.metrics import MetricsServer
 from tcpmax.engine.serve_worker import run_worker
 from tcpmax.engine.supervisor import Supervisor, fork_child
-from tcpmax.host.inspect import read_sockstat, read_sysctl
+from tcpmax.host.inspect import read_meminfo, read_sockstat, read_sysctl
 from tcpmax.host.process import raise_nofile, rss_bytes
+from tcpmax.model.limits import default_min_free
 from tcpmax.model.schema import Schema, document
 from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
 from tcpmax.model.ws import HandshakeFailure
@@ -151,6 +152,10 @@ def open_listeners(cfg: ServeConfig) -> tuple[list[socket.socket], list[ListenIn
     return socks, infos
 
 
+# How often serve compares MemAvailable with its floor: reading meminfo costs ~20 us.
+FLOOR_CHECK_EVERY = 0.25
+
+
 class ServeRun:
     """One supervised serve run in the calling process."""
 
@@ -165,6 +170,11 @@ class ServeRun:
         self.listeners = listeners
         self.infos = infos or []
         self.table = CounterTable(self.plan.workers)
+        self.min_free = (cfg.min_free if cfg.min_free is not None
+                         else default_min_free(read_meminfo().get("MemTotal")))
+        self.floor_active = False
+        self.floor_reached = 0                  # times MemAvailable went under the floor
+        self.mem_available: int | None = None
         self.metrics: MetricsServer | None = None
         if cfg.metrics is not None:
             try:
@@ -185,6 +195,9 @@ class ServeRun:
         """Everything /stats reports: worker counters, listeners, memory, kernel sockets."""
         data = document(Schema.SERVE_STATS, self.stats(), listeners=self.infos)
         data["rss_bytes"] = self.rss_bytes()
+        data["memory_floor"] = {"min_free_bytes": self.min_free, "active": self.floor_active,
+                                "times_reached": self.floor_reached,
+                                "mem_available_bytes": self.mem_available}
         try:
             sock = read_sockstat()
             data["kernel"] = {"tcp_inuse": sock.tcp_inuse, "tcp_time_wait": sock.tcp_time_wait,
@@ -193,6 +206,27 @@ class ServeRun:
         except (OSError, KeyError, ValueError):
             data["kernel"] = None
         return data
+
+    def check_memory_floor(self, log: Callable[[str], None] | None = None) -> None:
+        """Stop every worker accepting while MemAvailable is under the floor, and let them
+        go on once it is a tenth above it (no flapping). Written into every row at each
+        check, so a replaced worker learns it too."""
+        available = read_meminfo().get("MemAvailable")
+        self.mem_available = available
+        if available is None:
+            return
+        if not self.floor_active and available < self.min_free:
+            self.floor_active = True
+            self.floor_reached += 1
+            if log is not None:
+                log(f"memory floor: MemAvailable {available:,} B < --min-free "
+                    f"{self.min_free:,} B; accepting nothing until it recovers")
+        elif self.floor_active and available > self.min_free * 1.1:
+            self.floor_active = False
+            if log is not None:
+                log(f"memory floor cleared: MemAvailable {available:,} B; accepting again")
+        for slot in range(self.plan.workers):
+            self.table.set(slot, Col.MEM_FLOOR, int(self.floor_active))
 
     def worker_pids(self) -> list[int]:
         return [self.table.get(i, Col.PID) for i in range(self.plan.workers)]
@@ -213,9 +247,21 @@ class ServeRun:
         extra = dict(extra or {})
         if self.metrics is not None:
             extra[self.metrics.fileno()] = self.metrics.handle
+        next_check = 0.0
+
+        def guarded_tick() -> None:
+            nonlocal next_check
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + FLOOR_CHECK_EVERY
+                self.check_memory_floor(log)
+            if tick is not None:
+                tick()
+
+        self.check_memory_floor(log)          # before the first fork: never accept under it
         try:
-            return self.supervisor.run(duration=self.cfg.duration, tick=tick, extra=extra,
-                                       ready=ready)
+            return self.supervisor.run(duration=self.cfg.duration, tick=guarded_tick,
+                                       extra=extra, ready=ready)
         finally:
             for s in self.listeners:
                 s.close()

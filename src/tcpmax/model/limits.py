@@ -32,6 +32,7 @@ __all__ = [
     "MAX_SOURCES",
     "MAX_VIPS",
     "NR_OPEN_MAX",
+    "default_min_free",
     "kernel_max",
 ]
 
@@ -76,3 +77,13 @@ _SYSCTL_MAX = {
 def kernel_max(name: str) -> int | None:
     """The largest value the kernel accepts for sysctl `name`, None if tcpmax has no bound."""
     return _SYSCTL_MAX.get(name)
+
+
+def default_min_free(mem_total: int | None) -> int:
+    """The MemAvailable floor below which load and serve stop taking new connections.
+
+    A thirty-second of RAM, at least 256 MiB: above the kernel's own reserves
+    (vm.min_free_kbytes is tens of MiB on such hosts), so the run stops itself long before the
+    OOM killer would choose a victim, and it costs a 24 GiB host under a gigabyte of reach.
+    """
+    return max(256 * 2**20, (mem_total or 0) // 32)

@@ -38,7 +38,6 @@ __all__ = [
     "Share",
     "TlsOptions",
     "TokenBucket",
-    "default_min_free",
     "loopback_sources",
     "parse_target",
     "plan_load",
@@ -93,16 +92,6 @@ def parse_target(text: str) -> tuple[Endpoint, ...]:
     if not 1 <= low <= high <= 65535:
         raise ValueError(f"{text!r}: ports are 1-65535, first before last")
     return tuple(Endpoint(host, p) for p in range(low, high + 1))
-
-
-def default_min_free(mem_total: int | None) -> int:
-    """The MemAvailable floor below which load and serve stop taking new connections.
-
-    A thirty-second of RAM, at least 256 MiB: above the kernel's own reserves
-    (vm.min_free_kbytes is tens of MiB on such hosts), so the run stops itself long before the
-    OOM killer would choose a victim, and it costs a 24 GiB host under a gigabyte of reach.
-    """
-    return max(256 * 2**20, (mem_total or 0) // 32)
 
 
 def loopback_sources(count: int) -> tuple[str, ...]:

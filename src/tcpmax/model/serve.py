@@ -54,6 +54,7 @@ class ServeConfig:
     ws_max_frame: int = 65536             # ws: larger frames are refused (close 1009)
     grace: float = 5.0                    # TERM -> KILL escalation for workers
     metrics: tuple[str, int] | None = None  # serve /metrics and /stats here
+    min_free: int | None = None           # MemAvailable floor: accept nothing below it
 
     def __post_init__(self) -> None:
         if not self.ports:
