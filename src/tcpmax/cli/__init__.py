@@ -45,6 +45,7 @@ def cli() -> None:
       tcpmax plan --connections 10M servers, clients and source IPs for a fleet
       tcpmax serve --port 9000      hold connections with near-zero memory each
       tcpmax load 127.0.0.1:9000 -n 1M   open and hold them from many source IPs
+      tcpmax load tls://HOST:PORT -n 10k   the same over TLS, handshakes timed
       tcpmax fleet up --clients 3 --servers 3   a lab of hosts behind a kernel balancer
     """
 
