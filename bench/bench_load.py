@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -112,8 +113,17 @@ def bench_ramp(n: int, rounds: int, against: str | None = None) -> None:
     emit(summary)
 
 
+def children_cpu() -> float:
+    """User + system seconds of every reaped child process so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def bench_ws(n: int, rounds: int) -> None:
-    """WebSocket ramp (TCP connect + upgrade) vs plain TCP ramp, each into its own server."""
+    """WebSocket ramp (TCP connect + upgrade) vs plain TCP ramp, each into its own server.
+
+    CPU is counted from the children's rusage: the load workers are reaped when the load
+    returns, the server's workers when the server stops (its start and stop included)."""
     times: dict[str, list[float]] = {"plain into serve --mode hold": [],
                                      "ws:// into serve --mode ws": []}
     configs = {"plain into serve --mode hold": ServeConfig(ports=(0,),
@@ -122,18 +132,24 @@ def bench_ws(n: int, rounds: int) -> None:
                                                          max_connections=n + 10_000)}
     for i in range(rounds):
         for label in (list(times) if i % 2 == 0 else list(reversed(times))):
+            cpu0 = children_cpu()
             with Server(configs[label]) as server:
                 host, port = server.addresses[0]
                 ws = (WsOptions(host=f"{host}:{port}", path="/bench")
                       if label.startswith("ws") else None)
+                cpu1 = children_cpu()
                 result = LoadRun(LoadConfig((Endpoint(host, port),), n, hold=0, ws=ws)).run()
+                cpu2 = children_cpu()
                 times[label].append(result.ramp_seconds)
                 emit({"bench": "ws", "client": label, "connections": n,
                       "established": result.peak_established, "seconds": result.ramp_seconds,
                       "errors": {e.name: e.count for e in result.errors},
                       "ws_upgrade_us": result.ws_handshake_latency_us,
-                      "server_upgraded": server.stats().ws_upgraded})
+                      "server_upgraded": server.stats().ws_upgraded,
+                      "client_cpu_s": round(cpu2 - cpu1, 2)})
                 wait_server_empty(server)
+            emit({"bench": "ws", "client": label, "server_cpu_s":
+                  round(children_cpu() - cpu2 + cpu1 - cpu0, 2)})
     med = {k: statistics.median(v) for k, v in times.items()}
     emit({"bench": "ws", "summary": True,
           "median_rate": {k: round(n / v) for k, v in med.items()},

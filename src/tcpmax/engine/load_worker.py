@@ -11,6 +11,11 @@ Per-connection state is flat arrays keyed by fd: a state byte, the connect start
 index of its source IP. Probes (echo latency) carry their send time, so no per-message state
 is kept either.
 
+TLS (`tls://`, `wss://`) adds a handshake state after the connect (engine/tls.py); WebSocket
+(`ws://`, `wss://`) adds an upgrade state after that (engine/ws_client.py: its key and answer
+buffer live only until the answer is judged). Plain runs take neither branch: one `is None`
+test per connect and per read.
+
 Phases: ramp (until every share was attempted and nothing is in flight), then wait for the
 supervisor's release time (all workers hold together for --hold), then close (RST by
 default) and send the results (histograms, errors, per-source counts) up a pipe.
