@@ -2,6 +2,11 @@
 
     python bench/bench_load.py ramp     --connections 100k --rounds 3
         tcpmax load vs a minimal raw-epoll connect loop (bench/harness.py), same server
+    python bench/bench_load.py ramp     --connections 20k --against /tmp/base/src
+        ... and also tcpmax load from another source tree (a baseline commit, extracted
+        with `git archive COMMIT src | tar -x -C /tmp/base`), rounds interleaved
+    python bench/bench_load.py ws       --connections 20k --rounds 3
+        ws:// into `serve --mode ws` vs plain TCP into `serve --mode hold`, rounds interleaved
     python bench/bench_load.py strategy --connections 100k --sources 4
         kernel vs explicit source-port allocation with pairs past half their range
     python bench/bench_load.py million  --connections 1M
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -29,8 +35,8 @@ from harness import open_connections
 
 from tcpmax.engine.loader import LoadRun
 from tcpmax.engine.server import Server
-from tcpmax.model.load import Endpoint, LoadConfig, PortStrategy, loopback_sources
-from tcpmax.model.serve import ServeConfig
+from tcpmax.model.load import Endpoint, LoadConfig, PortStrategy, WsOptions, loopback_sources
+from tcpmax.model.serve import Mode, ServeConfig
 from tcpmax.model.units import parse_count
 
 
@@ -45,8 +51,30 @@ def wait_server_empty(server: Server) -> None:
     time.sleep(0.5)
 
 
-def bench_ramp(n: int, rounds: int) -> None:
+_RAMP_ELSEWHERE = """
+import json, sys
+from tcpmax.engine.loader import LoadRun
+from tcpmax.model.load import Endpoint, LoadConfig
+r = LoadRun(LoadConfig((Endpoint(sys.argv[1], int(sys.argv[2])),), int(sys.argv[3]), hold=0)).run()
+print(json.dumps({"seconds": r.ramp_seconds, "established": r.peak_established}))
+"""
+
+
+def ramp_with_source(src: str, address: tuple[str, int], n: int) -> dict[str, float]:
+    """One `tcpmax load` ramp (hold 0) run from the tcpmax package under `src`."""
+    out = subprocess.run([sys.executable, "-c", _RAMP_ELSEWHERE, address[0], str(address[1]),
+                          str(n)], capture_output=True, text=True, timeout=600, check=True,
+                         env={**os.environ, "PYTHONPATH": src})
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def bench_ramp(n: int, rounds: int, against: str | None = None) -> None:
     times: dict[str, list[float]] = {"tcpmax load": [], "raw epoll loop": []}
+    own_src = str(Path(__file__).resolve().parent.parent / "src")
+    if against is not None:
+        times["tcpmax load (this tree, subprocess)"] = []
+        times["tcpmax load (--against)"] = []
     with Server(ServeConfig(ports=(0,), max_connections=n + 10_000)) as server:
         address = server.addresses[0]
         for _ in range(rounds):
@@ -64,10 +92,69 @@ def bench_ramp(n: int, rounds: int) -> None:
                   "established": result.peak_established, "seconds": result.ramp_seconds,
                   "workers": result.workers, "sources": result.sources})
             wait_server_empty(server)
+            if against is not None:
+                # Both trees through the same subprocess path, the order swapped each round.
+                pair = [("tcpmax load (this tree, subprocess)", own_src),
+                        ("tcpmax load (--against)", against)]
+                for label, src in pair if _ % 2 == 0 else reversed(pair):
+                    r = ramp_with_source(src, address, n)
+                    times[label].append(r["seconds"])
+                    emit({"bench": "ramp", "client": label, "src": src, "connections": n,
+                          **r})
+                    wait_server_empty(server)
     med = {k: statistics.median(v) for k, v in times.items()}
-    emit({"bench": "ramp", "summary": True,
+    summary: dict[str, object] = {
+        "bench": "ramp", "summary": True,
+        "median_rate": {k: round(n / v) for k, v in med.items()},
+        "tcpmax_vs_raw": round(med["raw epoll loop"] / med["tcpmax load"], 3)}
+    if against is not None:
+        summary["this_tree_vs_against"] = round(med["tcpmax load (--against)"]
+                                                / med["tcpmax load (this tree, subprocess)"], 3)
+    emit(summary)
+
+
+def children_cpu() -> float:
+    """User + system seconds of every reaped child process so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_ws(n: int, rounds: int) -> None:
+    """WebSocket ramp (TCP connect + upgrade) vs plain TCP ramp, each into its own server.
+
+    CPU is counted from the children's rusage: the load workers are reaped when the load
+    returns, the server's workers when the server stops (its start and stop included)."""
+    times: dict[str, list[float]] = {"plain into serve --mode hold": [],
+                                     "ws:// into serve --mode ws": []}
+    configs = {"plain into serve --mode hold": ServeConfig(ports=(0,),
+                                                          max_connections=n + 10_000),
+               "ws:// into serve --mode ws": ServeConfig(mode=Mode.WS, ports=(0,),
+                                                         max_connections=n + 10_000)}
+    for i in range(rounds):
+        for label in (list(times) if i % 2 == 0 else list(reversed(times))):
+            cpu0 = children_cpu()
+            with Server(configs[label]) as server:
+                host, port = server.addresses[0]
+                ws = (WsOptions(host=f"{host}:{port}", path="/bench")
+                      if label.startswith("ws") else None)
+                cpu1 = children_cpu()
+                result = LoadRun(LoadConfig((Endpoint(host, port),), n, hold=0, ws=ws)).run()
+                cpu2 = children_cpu()
+                times[label].append(result.ramp_seconds)
+                emit({"bench": "ws", "client": label, "connections": n,
+                      "established": result.peak_established, "seconds": result.ramp_seconds,
+                      "errors": {e.name: e.count for e in result.errors},
+                      "ws_upgrade_us": result.ws_handshake_latency_us,
+                      "server_upgraded": server.stats().ws_upgraded,
+                      "client_cpu_s": round(cpu2 - cpu1, 2)})
+                wait_server_empty(server)
+            emit({"bench": "ws", "client": label, "server_cpu_s":
+                  round(children_cpu() - cpu2 + cpu1 - cpu0, 2)})
+    med = {k: statistics.median(v) for k, v in times.items()}
+    emit({"bench": "ws", "summary": True,
           "median_rate": {k: round(n / v) for k, v in med.items()},
-          "tcpmax_vs_raw": round(med["raw epoll loop"] / med["tcpmax load"], 3)})
+          "ws_vs_plain": round(med["plain into serve --mode hold"]
+                               / med["ws:// into serve --mode ws"], 3)})
 
 
 def bench_strategy(n: int, sources: int, rounds: int) -> None:
@@ -117,16 +204,20 @@ def bench_million(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["ramp", "strategy", "million"])
+    p.add_argument("which", choices=["ramp", "strategy", "million", "ws"])
     p.add_argument("--connections", default="100k", type=parse_count)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sources", type=int, default=4)
+    p.add_argument("--against", default=None, metavar="SRC",
+                   help="ramp: also time tcpmax load from this source tree (its src/)")
     a = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if a.which == "ramp":
-        bench_ramp(a.connections, a.rounds)
+        bench_ramp(a.connections, a.rounds, a.against)
     elif a.which == "strategy":
         bench_strategy(a.connections, a.sources, a.rounds)
+    elif a.which == "ws":
+        bench_ws(a.connections, a.rounds)
     else:
         bench_million(a.connections)
 

@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 
 def _serve(listener: socket.socket, echo: bool) -> None:
@@ -94,6 +95,32 @@ def tls_server(cert: str, key: str, echo: bool = False) -> Iterator[tuple[str, i
         proc.stdin.close()
         try:
             proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@contextmanager
+def ws_server(*args: str) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
+    """A `websockets` server in a child process (tests/ws_peer.py) on 127.0.0.1, and what it
+    saw (filled in when the block ends and the server has exited)."""
+    import json
+    import subprocess
+    import sys
+
+    seen: dict[str, Any] = {}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ws_peer", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield ("127.0.0.1", port), seen
+    finally:
+        try:
+            out, _ = proc.communicate(timeout=15)       # closes its stdin: it exits
+            if out.strip():
+                seen.update(json.loads(out.strip().splitlines()[-1]))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -174,10 +174,13 @@ def test_a_full_or_closed_stdout_ends_cleanly(argv, sink):
 
 
 @pytest.mark.parametrize(("target", "words"), [
-    ("ws://127.0.0.1:{p}", "WebSocket targets are not supported by load yet"),
     ("gopher://127.0.0.1:{p}", "unknown scheme 'gopher'"),
+    ("ws://", "no host"),
+    ("wss:///chat", "no host"),
+    ("ws://127.0.0.1:99999/chat", "99999"),
+    ("ws://127.0.0.1:/chat", "is not a port"),
 ])
-def test_a_target_scheme_load_does_not_speak_is_refused(target, words):
+def test_a_target_load_cannot_use_is_refused_before_anything_starts(target, words):
     code, err = finish(spawn("load", target.format(p=free_port()), "-n", "1"))
     assert code == 2 and words in err and "TARGET" in err
 
@@ -191,7 +194,47 @@ def test_plain_and_tls_targets_in_one_run_are_refused():
 @pytest.mark.parametrize("option", [["--insecure"], ["--sni", "x.test"], ["--alpn", "h2"]])
 def test_tls_options_without_a_tls_target_are_refused(option):
     code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "1", *option))
-    assert code == 2 and f"{option[0]} does nothing without a tls://HOST:PORT target" in err
+    assert code == 2 and f"{option[0]} does nothing without a tls:// or wss:// target" in err
+
+
+@pytest.mark.parametrize("option", [["--header", "Origin: x"], ["--subprotocol", "chat"],
+                                    ["--binary"]])
+def test_websocket_options_without_a_ws_target_are_refused(option):
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "1", *option))
+    assert code == 2 and f"{option[0]} does nothing without a ws:// or wss:// target" in err
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    (["--header", "no colon here"], "'Name: value'"),
+    (["--subprotocol", "a,b"], "one token"),
+])
+def test_a_malformed_websocket_option_is_refused(option, words):
+    code, err = finish(spawn("load", f"ws://127.0.0.1:{free_port()}/", "-n", "1", *option))
+    assert code == 2 and words in err
+
+
+def test_ws_targets_with_different_paths_are_refused():
+    port = free_port()
+    code, err = finish(spawn("load", f"ws://127.0.0.1:{port}/a", f"ws://127.0.0.1:{port}/b",
+                             "-n", "2"))
+    assert code == 2 and "one path per run" in err
+
+
+def test_ws_and_wss_targets_in_one_run_are_refused():
+    port = free_port()
+    code, err = finish(spawn("load", f"ws://127.0.0.1:{port}/", f"wss://127.0.0.1:{port}/",
+                             "-n", "2", "--insecure"))
+    assert code == 2 and "mix ws:// and wss://" in err
+
+
+@pytest.mark.parametrize("ca", ["/nonexistent/ca.pem", "not-a-cert"])
+def test_wss_with_a_bad_ca_path_is_refused_before_anything_starts(ca, tmp_path):
+    if ca == "not-a-cert":
+        ca = str(tmp_path / "ca.pem")
+        (tmp_path / "ca.pem").write_text("not a certificate\n")
+    code, err = finish(spawn("load", f"wss://127.0.0.1:{free_port()}/chat", "-n", "1",
+                             "--ca", ca))
+    assert code == 2 and "--ca" in err
 
 
 def test_a_missing_ca_file_is_refused_naming_the_option():

@@ -1,4 +1,9 @@
-"""`tcpmax load` from the command line: bad input is refused before anything starts."""
+"""`tcpmax load` from the command line: bad input is refused before anything starts, and a
+WebSocket run reads as a user would type it."""
+
+import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -6,6 +11,7 @@ from click.testing import CliRunner
 from tcpmax.cli import cli
 from tcpmax.cli.load import parse_sources
 from tests.cli.conftest import error_line
+from tests.servers import ws_server
 
 
 @pytest.mark.parametrize(("args", "option"), [
@@ -38,3 +44,28 @@ def test_sources_accept_lists_and_cidrs():
 def test_help_teaches_targets_and_strategies():
     out = CliRunner().invoke(cli, ["load", "--help"]).output
     assert "HOST:FIRST-LAST" in out and "--port-strategy" in out and "Examples:" in out
+    assert "ws://HOST:PORT/PATH" in out and "--subprotocol" in out
+
+
+def _tcpmax(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from tcpmax.cli import main; main()", *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_websocket_gateway_test_in_one_command():
+    with ws_server("--echo") as ((host, port), seen):
+        done = _tcpmax("load", f"ws://{host}:{port}/chat", "-n", "20", "--hold", "1s",
+                       "--message-rate", "200", "--header", "Origin: http://o.test",
+                       "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ws_handshakes"] == 20 and result["errors"] == []
+    assert result["message_latency_us"]["count"] > 0
+    assert seen["paths"] == ["/chat"] and seen["headers"]["Origin"] == "http://o.test"
+
+
+def test_a_refused_upgrade_is_named_in_the_summary_and_exits_1():
+    with ws_server("--refuse", "403") as ((host, port), _seen):
+        done = _tcpmax("load", f"ws://{host}:{port}/", "-n", "5", "--hold", "0s", "--quiet")
+    assert done.returncode == 1
+    assert "WS_HTTP_403 x 5" in done.stderr and "HTTP 403" in done.stderr

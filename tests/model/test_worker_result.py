@@ -81,3 +81,9 @@ def test_a_count_that_is_not_an_integer_is_an_error():
 def test_a_histogram_that_is_not_base64_is_an_error():
     with pytest.raises(ValueError, match="not a load worker's result"):
         decode_worker_result(_frame({**_fields(), "connect_hist": "not base64!"}))
+
+
+def test_a_result_with_tls_and_websocket_upgrade_times_survives_the_round_trip():
+    full = WorkerResult({"WS_HTTP_403": 2}, 5, 5, {"127.0.0.2": 5}, _histogram(90),
+                        tls_hist=_histogram(700), ws_hist=_histogram(300, 400))
+    assert decode_worker_result(encode_worker_result(full)) == full

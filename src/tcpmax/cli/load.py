@@ -21,6 +21,7 @@ from tcpmax.model.load import (
     LoadConfig,
     PortStrategy,
     TlsOptions,
+    WsOptions,
     parse_target,
 )
 from tcpmax.model.schema import Schema
@@ -34,12 +35,14 @@ MAX_SOURCES = 1 << 20
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?")
 
 
-SCHEMES = ("tcp", "tls")
+SCHEMES = ("tcp", "tls", "ws", "wss")
+WS_PORTS = {"ws": 80, "wss": 443}
 
 
 def split_scheme(texts: tuple[str, ...]) -> tuple[str, tuple[str, ...], str | None]:
-    """(scheme, targets without it, the first host name typed) for ``tls://HOST:PORT`` and
-    plain ``HOST:PORT`` (tcp); every target of one run speaks the same protocol."""
+    """(scheme, targets without it, the first host name typed) for ``tls://HOST:PORT``,
+    ``ws[s]://HOST[:PORT][/PATH]`` (the path is `ws_path`'s) and plain ``HOST:PORT`` (tcp);
+    every target of one run speaks the same protocol."""
     schemes: set[str] = set()
     bare: list[str] = []
     for text in texts:
@@ -47,22 +50,47 @@ def split_scheme(texts: tuple[str, ...]) -> tuple[str, tuple[str, ...], str | No
         if not slashes:
             scheme, rest = "tcp", text
         scheme = scheme.lower()
-        if scheme in ("ws", "wss"):
-            raise click.BadParameter(f"{shown(text)}: WebSocket targets are not supported by "
-                                     "load yet: give HOST:PORT or tls://HOST:PORT",
-                                     param_hint="TARGET")
         if scheme not in SCHEMES:
             raise click.BadParameter(f"{shown(text)}: unknown scheme {shown(scheme)}: use "
-                                     "HOST:PORT (plain TCP) or tls://HOST:PORT",
+                                     "HOST:PORT (plain TCP), tls://, ws:// or wss://",
                                      param_hint="TARGET")
+        if scheme in WS_PORTS:
+            rest = rest.partition("/")[0]
+            if not rest:
+                raise click.BadParameter(f"{shown(text)}: no host: give "
+                                         f"{scheme}://HOST:PORT/PATH", param_hint="TARGET")
+            if not re.search(r"(:[0-9-]*)$", rest.rpartition("]")[2]):
+                rest += f":{WS_PORTS[scheme]}"
         schemes.add(scheme)
         bare.append(rest.rstrip("/"))
     if len(schemes) > 1:
-        raise click.BadParameter("the targets mix plain TCP and tls://: one protocol per run",
-                                 param_hint="TARGET")
+        shown_schemes = sorted("plain TCP" if x == "tcp" else f"{x}://" for x in schemes)
+        raise click.BadParameter(f"the targets mix {' and '.join(shown_schemes)}: one "
+                                 "protocol per run", param_hint="TARGET")
     name = next((h for h in (t.rpartition(":")[0] for t in bare) if _HOSTNAME.fullmatch(h)
                  and not _is_ip(h)), None)
     return (schemes.pop() if schemes else "tcp"), tuple(bare), name
+
+
+def ws_path(texts: tuple[str, ...]) -> str:
+    """The request path of ws:// targets (``/`` when none), the same for every target."""
+    paths = {"/" + t.partition("://")[2].partition("/")[2] for t in texts}
+    if len(paths) > 1:
+        raise click.BadParameter("the targets ask for different paths: one path per run",
+                                 param_hint="TARGET")
+    return paths.pop()
+
+
+def parse_headers(texts: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``--header 'Name: value'`` options as pairs."""
+    out = []
+    for text in texts:
+        name, colon, value = text.partition(":")
+        if not colon or not name.strip():
+            raise click.BadParameter(f"{shown(text)}: give 'Name: value'",
+                                     param_hint="--header")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
 
 
 def _is_ip(text: str) -> bool:
@@ -159,6 +187,11 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
         rows.append(("TLS handshake", f"p50 {h['p50']:,} us, p99 {h['p99']:,} us; "
                                       f"{format_count(r.tls_handshakes)} at "
                                       f"{r.tls_handshake_rate:,.0f}/s"))
+    if r.ws_handshake_latency_us:
+        w = r.ws_handshake_latency_us
+        rows.append(("WebSocket upgrade", f"p50 {w['p50']:,} us, p99 {w['p99']:,} us; "
+                                          f"{format_count(r.ws_handshakes)} at "
+                                          f"{r.ws_handshake_rate:,.0f}/s"))
     if r.message_latency_us:
         m = r.message_latency_us
         rows.append(("message latency", f"p50 {m['p50']:,} us, p99 {m['p99']:,} us "
@@ -236,6 +269,12 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
                    "against [default: the host name typed, else the address].")
 @click.option("--alpn", default=None, metavar="P1,P2",
               help="tls:// targets: application protocols to offer (e.g. h2,http/1.1).")
+@click.option("--header", "header", multiple=True, metavar="'NAME: VALUE'",
+              help="ws:// targets: add this header to the upgrade request (repeatable).")
+@click.option("--subprotocol", default=None, metavar="NAME",
+              help="ws:// targets: offer this subprotocol (Sec-WebSocket-Protocol).")
+@click.option("--binary", is_flag=True,
+              help="ws:// targets: send messages as binary frames [default: text].")
 @click.option("--min-free", type=SIZE, default=None, metavar="SIZE",
               help="Stop opening new connections when MemAvailable falls below this; the "
                    "ones open are held and closed as usual, and the result says 'memory "
@@ -246,12 +285,14 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
          connect_timeout: float, hold: float, message: str | None, message_rate: int,
          message_size: int, close: str, port_strategy: str, workers: int | None,
          ca: Path | None, insecure: bool, sni: str | None, alpn: str | None,
+         header: tuple[str, ...], subprotocol: str | None, binary: bool,
          min_free: int | None, as_json: bool, quiet: bool) -> None:
     """Open and hold N connections to TARGET(s), and name every failure.
 
     TARGET is HOST:PORT, HOST:FIRST-LAST (a port range) or several of them; tls://HOST:PORT
     completes a TLS handshake on every connection (--ca, --insecure, --sni, --alpn) and
-    times it. Connections
+    times it; ws://HOST:PORT/PATH completes a WebSocket upgrade (--header, --subprotocol),
+    answers pings and sends messages as frames; wss:// is both. Connections
     are spread over worker processes (the open-file limit decides how many) and over
     (source IP, endpoint) pairs, since each pair has only one ephemeral port range.
     Exit code 0 when N connections were held at once, 1 when not, 2 on bad input.
@@ -263,6 +304,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
       tcpmax load 127.0.0.1:9000 -n 40k --source 127.0.0.2      # one source IP: port wall
       tcpmax load 127.0.0.1:9000 -n 10k --message-rate 5k --hold 20s   # echo latency
       tcpmax load tls://localhost:9443 -n 10k --ca ca.pem          # TLS, handshakes timed
+      tcpmax load ws://127.0.0.1:9000/chat -n 20k --message-rate 2k  # WebSocket echo
     """
     err = stderr_console()
     if message is not None:
@@ -270,8 +312,17 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
     elif message_rate == 0:
         refuse_unused("--message-rate", "message_size")
     scheme, plain, typed_name = split_scheme(targets)
-    tls = None
-    if scheme == "tls":
+    tls = ws = None
+    if scheme in ("ws", "wss"):
+        try:
+            ws = WsOptions(host=targets[0].partition("://")[2].partition("/")[0],
+                           path=ws_path(targets), headers=parse_headers(header),
+                           subprotocol=subprotocol, binary=binary)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    else:
+        refuse_unused("a ws:// or wss:// target", "header", "subprotocol", "binary")
+    if scheme in ("tls", "wss"):
         try:
             tls = TlsOptions(server_name=sni or typed_name,
                              alpn=tuple(p.strip() for p in alpn.split(",")) if alpn else (),
@@ -279,7 +330,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
     else:
-        refuse_unused("a tls://HOST:PORT target", "ca", "insecure", "sni", "alpn")
+        refuse_unused("a tls:// or wss:// target", "ca", "insecure", "sni", "alpn")
     endpoints = resolve_targets(plain)
     sources = parse_sources(source)
     try:
@@ -288,7 +339,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                          message=message.encode() if message is not None else None,
                          message_rate=float(message_rate), message_size=message_size,
                          close=CloseMode(close), port_strategy=PortStrategy(port_strategy),
-                         workers=workers, min_free=min_free, tls=tls)
+                         workers=workers, min_free=min_free, tls=tls, ws=ws)
         run = LoadRun(cfg)
     except (ValueError, LoadError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -306,5 +357,5 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
     if as_json:
         emit_json(Schema.LOAD, result)
     else:
-        err.print(_summary(result, fixed_message=message is not None))
+        err.print(_summary(result, fixed_message=message is not None and ws is None))
     sys.exit(0 if result.reached else 1)

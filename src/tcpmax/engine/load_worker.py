@@ -11,6 +11,11 @@ Per-connection state is flat arrays keyed by fd: a state byte, the connect start
 index of its source IP. Probes (echo latency) carry their send time, so no per-message state
 is kept either.
 
+TLS (`tls://`, `wss://`) adds a handshake state after the connect (engine/tls.py); WebSocket
+(`ws://`, `wss://`) adds an upgrade state after that (engine/ws_client.py: its key and answer
+buffer live only until the answer is judged). Plain runs take neither branch: one `is None`
+test per connect and per read.
+
 Phases: ramp (until every share was attempted and nothing is in flight), then wait for the
 supervisor's release time (all workers hold together for --hold), then close (RST by
 default) and send the results (histograms, errors, per-source counts) up a pipe.
@@ -27,6 +32,7 @@ import struct
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 
 from hdrh.histogram import HdrHistogram
 
@@ -35,14 +41,16 @@ from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
 from tcpmax.engine.tls import DONE as TLS_DONE
 from tcpmax.engine.tls import TlsClient, TlsFailure
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
+from tcpmax.engine.ws_client import PROBE_MIN, WsClient, WsFailure, probe_sent_ns
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 from tcpmax.model.worker_result import WorkerResult, encode_worker_result
+from tcpmax.model.ws import FrameError, Opcode, peer_close_code
 
 __all__ = ["CONTROL_RELEASE_MS", "CONTROL_STOP_OPENING", "new_histogram", "run_load_worker"]
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
-FREE, CONNECTING, ESTABLISHED, HANDSHAKING = 0, 1, 2, 3
+FREE, CONNECTING, ESTABLISHED, HANDSHAKING, UPGRADING = 0, 1, 2, 3, 4
 TICK = 0.05
 CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
 CONTROL_STOP_OPENING = 1   # column of the control row: non-zero = open no more (memory floor)
@@ -89,7 +97,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     tls = TlsClient(cfg.tls, shares[0].endpoint.host) if cfg.tls is not None and shares \
         else None
     tls_hist = new_histogram()
-    tls_errors: dict[str, int] = {}
+    # WebSocket runs send an upgrade after connect (and TLS); plain runs keep ws None.
+    ws = WsClient(cfg.ws, fd_limit) if cfg.ws is not None else None
+    ws_hist = new_histogram()
+    ws_pad = b"." * (cfg.message_size - PROBE_MIN)
+    graceful_ws = ws is not None and not reset
+    named_errors: dict[str, int] = {}     # failures after connect: TLS_*, WS_*
 
     todo = _attempts(shares, sources, ports)
     exhausted = not shares
@@ -100,6 +113,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     sending = cfg.message_rate > 0
     cursor = 0
     in_flight = attempted = connected = failed = n_open = peer_closed = 0
+    upgrading = 0     # of in_flight: connected, waiting for the upgrade's answer (not a connect)
     peak_open = 0
     bytes_in = bytes_out = sent = received = 0
     ramp_done = False
@@ -118,19 +132,25 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         errors[code] = errors.get(code, 0) + 1
         row[_ERR_COL.get(code, Col.ERR_OTHER)] += 1
 
-    def tls_fail(fd: int, name: str) -> None:
-        nonlocal failed, in_flight
+    def named_fail(fd: int, name: str) -> None:
+        nonlocal failed, in_flight, upgrading
+        if state[fd] == UPGRADING:
+            upgrading -= 1
         state[fd] = FREE
         close(fd)
+        if ws is not None:
+            ws.forget(fd)
         in_flight -= 1
         failed += 1
-        tls_errors[name] = tls_errors.get(name, 0) + 1
+        named_errors[name] = named_errors.get(name, 0) + 1
         row[Col.ERR_OTHER] += 1
 
-    def established(fd: int) -> None:
+    def established(fd: int, armed: bool = False) -> None:
+        """`armed`: epoll already waits for EPOLLIN | EPOLLRDHUP (one syscall saved)."""
         nonlocal connected, n_open, peak_open
         state[fd] = ESTABLISHED
-        ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+        if not armed:
+            ep.modify(fd, EPOLLIN | EPOLLRDHUP)
         connected += 1
         n_open += 1
         i = source_of[fd]
@@ -147,24 +167,111 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         try:
             wanted = tls.advance(fd)
         except TlsFailure as exc:
-            tls_fail(fd, exc.name)
+            named_fail(fd, exc.name)
             return
         if wanted == TLS_DONE:
             now = time.monotonic()
             tls_hist.record_value(max(1, int((now - started[fd]) * 1e6)))
-            in_flight -= 1
-            established(fd)
+            if ws is not None:
+                upgrade(fd, now)
+            else:
+                in_flight -= 1
+                established(fd)
         else:
             ep.modify(fd, wanted)
 
+    def upgrade(fd: int, now: float) -> None:
+        """Send the WebSocket upgrade request (only ws:// and wss:// runs come here)."""
+        nonlocal upgrading
+        assert ws is not None
+        upgrading += 1
+        state[fd] = UPGRADING
+        started[fd] = now
+        try:
+            write(fd, ws.request(fd))   # ~200 bytes into an empty send buffer: never short
+            ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+        except OSError:
+            named_fail(fd, "WS_CLOSED_IN_HANDSHAKE")
+
+    def upgrade_answer(fd: int) -> None:
+        nonlocal in_flight, upgrading
+        assert ws is not None
+        try:
+            data = recv(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            named_fail(fd, "WS_CLOSED_IN_HANDSHAKE")
+            return
+        try:
+            rest = ws.answer(fd, data)
+        except WsFailure as exc:
+            named_fail(fd, exc.name)
+            return
+        if rest is None:
+            return
+        ws_hist.record_value(max(1, int((time.monotonic() - started[fd]) * 1e6)))
+        in_flight -= 1
+        upgrading -= 1
+        established(fd, armed=True)
+        if rest:
+            on_frames(fd, rest)
+
+    def lost(fd: int) -> None:
+        """An established connection the server closed (or broke)."""
+        nonlocal n_open, peer_closed
+        state[fd] = FREE
+        close(fd)
+        if ws is not None:
+            ws.forget(fd)
+        n_open -= 1
+        peer_closed += 1
+        established_by_source[source_of[fd]] -= 1
+
+    def on_frames(fd: int, data: bytes) -> None:
+        """Frames on an upgraded connection: pongs for pings, a close answered, probes timed."""
+        nonlocal received
+        assert ws is not None
+        try:
+            frames = ws.frames(fd, data)
+        except FrameError:
+            named_errors["WS_PROTOCOL_ERROR"] = named_errors.get("WS_PROTOCOL_ERROR", 0) + 1
+            lost(fd)
+            return
+        t_now = 0
+        for op, payload in ((f.opcode, f.payload) for f in frames):
+            if op == Opcode.PING:
+                with suppress(OSError):       # a dying connection: the read side sees it
+                    write(fd, ws.pong(payload))
+            elif op == Opcode.CLOSE:
+                try:
+                    code = peer_close_code(payload) or 1000
+                except FrameError as exc:
+                    code = exc.code
+                with suppress(OSError):
+                    write(fd, ws.close_frame(code))
+                lost(fd)
+                return
+            elif op != Opcode.PONG and op != Opcode.CONTINUATION:
+                received += 1
+                if probing and len(payload) >= PROBE_MIN:
+                    t_sent = probe_sent_ns(payload)
+                    t_now = t_now or time.perf_counter_ns()
+                    if 0 < t_sent <= t_now:
+                        msg_hist.record_value(max(1, (t_now - t_sent) // 1000))
+
     while True:
         now = time.monotonic()
-        # Start connects: window and rate permitting.
-        if not exhausted and not stopping and in_flight < cfg.window:
+        # Start connects: window and rate permitting. Upgrades waiting for their answer are
+        # in flight but not connects: they do not hold the window (the server's answer
+        # takes a round trip and its CPU; counting them halved the ws ramp, measured).
+        if not exhausted and not stopping and in_flight - upgrading < cfg.window:
             if table.get(control, Col(CONTROL_STOP_OPENING)):
                 exhausted = True      # the memory floor: hold what is open, open no more
                 continue
-            for _ in range(bucket.take(cfg.window - in_flight, now)):
+            for _ in range(bucket.take(cfg.window - in_flight + upgrading, now)):
                 try:
                     src_index, src, addr, port = next(todo)
                 except StopIteration:
@@ -218,8 +325,11 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 t = time.monotonic()
                 connect_hist.record_value(max(1, int((t - started[fd]) * 1e6)))
                 if tls is None:
-                    in_flight -= 1
-                    established(fd)
+                    if ws is None:
+                        in_flight -= 1
+                        established(fd)
+                    else:            # in flight until the upgrade is answered
+                        upgrade(fd, t)
                 else:                # in flight until the TLS handshake is done
                     state[fd] = HANDSHAKING
                     started[fd] = t
@@ -227,6 +337,8 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     handshake(fd)
             elif st == HANDSHAKING:
                 handshake(fd)
+            elif st == UPGRADING:
+                upgrade_answer(fd)
             elif st == ESTABLISHED:
                 try:
                     data = recv(fd, 65536)
@@ -235,14 +347,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 except OSError:
                     data = b""
                 if not data:
-                    state[fd] = FREE
-                    close(fd)
-                    n_open -= 1
-                    peer_closed += 1
-                    established_by_source[source_of[fd]] -= 1
+                    lost(fd)
                     continue
                 bytes_in += len(data)
-                if probing and len(data) >= 16:
+                if ws is not None:
+                    on_frames(fd, data)
+                elif probing and len(data) >= 16:
                     # Replies may coalesce; each carries its send time in its first 8 bytes.
                     size = cfg.message_size
                     t_now = time.perf_counter_ns()
@@ -274,8 +384,14 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 fd = state.find(HANDSHAKING)
                 while fd != -1:
                     if started[fd] < cutoff:
-                        tls_fail(fd, "TLS_HANDSHAKE_TIMEOUT")
+                        named_fail(fd, "TLS_HANDSHAKE_TIMEOUT")
                     fd = state.find(HANDSHAKING, fd + 1)
+            if ws is not None:
+                fd = state.find(UPGRADING)
+                while fd != -1:
+                    if started[fd] < cutoff:
+                        named_fail(fd, "WS_HANDSHAKE_TIMEOUT")
+                    fd = state.find(UPGRADING, fd + 1)
             next_timeout_scan = now + 0.1
         if sending and n_open and not stopping:
             for _ in range(msg_bucket.take(n_open, now)):
@@ -284,8 +400,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     cursor = state.find(ESTABLISHED)
                     if cursor == -1:
                         break
-                msg = (cfg.message if cfg.message is not None else
-                       struct.pack("qq", time.perf_counter_ns(), sent) + payload_pad)
+                if ws is not None:
+                    msg = (ws.message(cfg.message) if cfg.message is not None else
+                           ws.probe(time.perf_counter_ns(), ws_pad))
+                else:
+                    msg = (cfg.message if cfg.message is not None else
+                           struct.pack("qq", time.perf_counter_ns(), sent) + payload_pad)
                 try:
                     bytes_out += write(cursor, msg)
                     sent += 1
@@ -297,13 +417,15 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         release = table.get(control, Col(CONTROL_RELEASE_MS))
         finished = stopping or (ramp_done and release and now * 1000 >= release)
         if finished and in_flight:
-            for pending in (CONNECTING, HANDSHAKING):
+            for pending in (CONNECTING, HANDSHAKING, UPGRADING):
                 fd = state.find(pending)
                 while fd != -1:
                     state[fd] = FREE
                     close(fd)
+                    if ws is not None:
+                        ws.forget(fd)
                     fd = state.find(pending, fd + 1)
-            in_flight = 0
+            in_flight = upgrading = 0
         if now >= next_flush or finished:
             flush_counters(row, now, (
                 (Col.OPEN, n_open), (Col.CONNECTED, connected), (Col.CONNECT_ERRORS, failed),
@@ -317,17 +439,22 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     final_open = n_open
     fd = state.find(ESTABLISHED)
     while fd != -1:
+        if ws is not None and graceful_ws:
+            with suppress(OSError):        # a close frame (1000, normal) before the FIN
+                write(fd, ws.close_frame())
         close(fd)          # SO_LINGER 0 was set before connect when --close reset
         fd = state.find(ESTABLISHED, fd + 1)
     row[Col.OPEN] = 0
     result = WorkerResult(
-        errors={**{errno.errorcode.get(k, str(k)): v for k, v in errors.items()}, **tls_errors},
+        errors={**{errno.errorcode.get(k, str(k)): v for k, v in errors.items()},
+                **named_errors},
         peak_open=peak_open,
         final_open=final_open,
         per_source=dict(zip(sources, peak_by_source, strict=True)),
         connect_hist=connect_hist.encode(),
         msg_hist=msg_hist.encode() if received else None,
         tls_hist=tls_hist.encode() if tls is not None and tls_hist.get_total_count() else None,
+        ws_hist=ws_hist.encode() if ws is not None and ws_hist.get_total_count() else None,
     )
     os.set_blocking(result_w, True)
     view = memoryview(encode_worker_result(result))

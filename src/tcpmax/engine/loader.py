@@ -127,6 +127,11 @@ class LoadResult:
     tls_handshake_latency_us: dict[str, int] | None = None
     tls_handshakes: int = 0
     tls_handshake_rate: float = 0.0
+    # WebSocket runs: upgrade time (request sent to 101 checked, after TCP and TLS), how
+    # many completed, and how many per second over the ramp.
+    ws_handshake_latency_us: dict[str, int] | None = None
+    ws_handshakes: int = 0
+    ws_handshake_rate: float = 0.0
     min_free_bytes: int = 0                 # the MemAvailable floor this run kept
     # MemAvailable when the floor stopped new connections; None if it never did.
     mem_available_at_floor_bytes: int | None = None
@@ -410,6 +415,7 @@ class LoadRun:
         except (OSError, KeyError, ValueError):
             tw_after = None
         tls_latency = _percentiles([r.tls_hist for r in results if r.tls_hist is not None])
+        ws_latency = _percentiles([r.ws_hist for r in results if r.ws_hist is not None])
         if stopped_by == "finished":
             stopped_by = "completed" if state.floor_hit is None else "memory floor"
         # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
@@ -441,6 +447,10 @@ class LoadRun:
             tls_handshakes=tls_latency["count"] if tls_latency else 0,
             tls_handshake_rate=round((tls_latency["count"] if tls_latency else 0)
                                      / max(1e-6, state.ramp_done or time_to_peak), 1),
+            ws_handshake_latency_us=ws_latency,
+            ws_handshakes=ws_latency["count"] if ws_latency else 0,
+            ws_handshake_rate=round((ws_latency["count"] if ws_latency else 0)
+                                    / max(1e-6, state.ramp_done or time_to_peak), 1),
             mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600))
 
 

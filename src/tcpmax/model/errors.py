@@ -83,6 +83,28 @@ for _c in (
 ):
     KNOWN[_c.name] = _c
 
+# WebSocket upgrade failures (ws://, wss://), named by cause; a refusal by status is
+# WS_HTTP_<code> (see classify_name).
+for _c in (
+    ErrorClass("WS_BAD_ACCEPT", "the server said 101 but its Sec-WebSocket-Accept does not "
+               "match our key (a proxy or server that does not implement RFC 6455 4.2.2)",
+               "check what answers on that port: a caching proxy, or a broken WebSocket "
+               "server"),
+    ErrorClass("WS_NOT_HTTP", "the server answered the upgrade request with something that "
+               "is not HTTP (a plain-TCP server, one that echoes the request back, or TLS)",
+               "check the port; use wss:// for a TLS server, or a plain HOST:PORT target"),
+    ErrorClass("WS_HANDSHAKE_TIMEOUT", "no answer to the upgrade request within the connect "
+               "timeout (a plain-TCP server that waits, or an overloaded one)",
+               "check that a WebSocket server listens there and the path; raise "
+               "--connect-timeout"),
+    ErrorClass("WS_CLOSED_IN_HANDSHAKE", "the server closed the connection before answering "
+               "the upgrade request", "check the server's logs, path and limits"),
+    ErrorClass("WS_PROTOCOL_ERROR", "the server broke the WebSocket framing rules after the "
+               "upgrade (masked, reserved bits, oversized control frame)",
+               "check the server: its frames do not follow RFC 6455 5.2"),
+):
+    KNOWN[_c.name] = _c
+
 _VERIFY_NAMES = {62: "TLS_CERT_WRONG_NAME", 64: "TLS_CERT_WRONG_NAME",
                  9: "TLS_CERT_EXPIRED", 10: "TLS_CERT_EXPIRED",
                  18: "TLS_CERT_UNTRUSTED", 19: "TLS_CERT_UNTRUSTED", 20: "TLS_CERT_UNTRUSTED",
@@ -119,6 +141,19 @@ def classify_name(name: str) -> ErrorClass:
                           "ciphers, SNI, ALPN, client certificates)")
     if name.startswith("TLS_"):
         return ErrorClass(name, "the TLS handshake failed", "see the OpenSSL reason in the name")
+    if name.startswith("WS_HTTP_"):
+        status = name[len("WS_HTTP_"):]
+        advice = {"400": "the server refused our request: check --header, --subprotocol "
+                         "and the path",
+                  "401": "add the credentials the server wants: --header 'Authorization: "
+                         "...'",
+                  "403": "the server forbids this client: check --header (Origin, "
+                         "Authorization, cookies) and the path",
+                  "404": "check the path in the URL (ws://HOST:PORT/PATH)",
+                  "426": "the server wants another protocol version or TLS (wss://)",
+                  }.get(status, "check the server's logs; the status says why it refused")
+        return ErrorClass(name, f"the server refused the WebSocket upgrade with HTTP {status}",
+                          advice)
     code = getattr(_errno, name, None)
     if isinstance(code, int):
         return classify(code)

@@ -38,6 +38,7 @@ __all__ = [
     "Share",
     "TlsOptions",
     "TokenBucket",
+    "WsOptions",
     "loopback_sources",
     "parse_target",
     "plan_load",
@@ -131,6 +132,34 @@ class TlsOptions:
 
 
 @dataclass(frozen=True)
+class WsOptions:
+    """The WebSocket upgrade on every connection of a load (`ws://`, `wss://`).
+
+    `host` is the Host header (the HOST:PORT typed), `path` the request target; `headers`
+    are added as given; `subprotocol` is offered in Sec-WebSocket-Protocol; messages go as
+    binary frames when `binary`, else as text frames.
+    """
+
+    host: str
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = ()
+    subprotocol: str | None = None
+    binary: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or any(c in self.path for c in " \r\n"):
+            raise ValueError(f"the WebSocket path {self.path!r} must start with / and hold no "
+                             "spaces or line breaks")
+        for name, value in self.headers:
+            if not name or any(c in name for c in " :\r\n\t") or any(c in value
+                                                                  for c in "\r\n"):
+                raise ValueError(f"--header {name!r}: give 'Name: value' on one line")
+        if self.subprotocol is not None and (not self.subprotocol
+                                             or any(c in self.subprotocol for c in " ,\r\n")):
+            raise ValueError("--subprotocol: one token, such as chat or mqtt")
+
+
+@dataclass(frozen=True)
 class LoadConfig:
     """What `tcpmax load` (or `tcpmax.LoadRun`) is asked to do; checked when built.
 
@@ -158,6 +187,7 @@ class LoadConfig:
     window: int = 512                        # connects in flight per worker
     min_free: int | None = None              # MemAvailable floor in bytes; None: the default
     tls: TlsOptions | None = None            # TLS on every connection (tls:// targets)
+    ws: WsOptions | None = None              # the WebSocket upgrade (ws://, wss:// targets)
 
     def __post_init__(self) -> None:
         if not self.endpoints:

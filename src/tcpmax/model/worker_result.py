@@ -41,6 +41,7 @@ class WorkerResult:
         connect_hist: HdrHistogram encoding of connect latencies, in microseconds.
         msg_hist: the same for echo round trips, or None when no message came back.
         tls_hist: the same for TLS handshakes (after the TCP connect), or None without TLS.
+        ws_hist: the same for WebSocket upgrades (request sent to 101 checked), or None.
     """
 
     errors: Mapping[str, int]
@@ -50,6 +51,7 @@ class WorkerResult:
     connect_hist: bytes
     msg_hist: bytes | None = None
     tls_hist: bytes | None = None
+    ws_hist: bytes | None = None
 
 
 def encode_worker_result(result: WorkerResult) -> bytes:
@@ -62,6 +64,7 @@ def encode_worker_result(result: WorkerResult) -> bytes:
         "connect_hist": base64.b64encode(result.connect_hist).decode("ascii"),
         "msg_hist": _b64(result.msg_hist),
         "tls_hist": _b64(result.tls_hist),
+        "ws_hist": _b64(result.ws_hist),
     }).encode()
     return _LENGTH.pack(len(body)) + body
 
@@ -88,6 +91,7 @@ def decode_worker_result(data: bytes) -> WorkerResult | None:
             connect_hist=base64.b64decode(raw["connect_hist"], validate=True),
             msg_hist=_unb64(raw["msg_hist"]),
             tls_hist=_unb64(raw.get("tls_hist")),
+            ws_hist=_unb64(raw.get("ws_hist")),
         )
     except (KeyError, TypeError, UnicodeDecodeError, binascii.Error,
             json.JSONDecodeError) as exc:
