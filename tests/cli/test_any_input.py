@@ -15,7 +15,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,7 +39,9 @@ JUNK_NO_NAMES = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
                                                blacklist_characters="\0:"), max_size=12)
 # Options whose free-form values could make a run long or large: curated values only.
 BOUNDING = {"-n", "--hold", "--duration", "--max-connections", "--workers", "--rate",
-            "--message-rate", "--connect-timeout", "--idle-timeout", "--status-every"}
+            "--message-rate", "--connect-timeout", "--idle-timeout", "--status-every",
+            # A free-form --report would be a valid file name: prove would write it.
+            "--report"}
 
 
 def _option(name: str, values: list[str],
@@ -138,6 +142,10 @@ PROCESSES = st.one_of(
 )
 
 
+# The package as installed for the tests (editable or not), found from a new working dir.
+_SRC = str(Path(__import__("tcpmax").__file__).resolve().parents[1])
+
+
 def _bounded(argv: list[str], port: int) -> list[str]:
     argv = [a.replace("{p}", str(port)) for a in argv]
     if argv[0] == "serve":
@@ -157,15 +165,18 @@ def _bounded(argv: list[str], port: int) -> list[str]:
 @given(argv=PROCESSES)
 def test_serve_load_and_prove_answer_any_arguments_cleanly_and_leave_nothing_running(argv):
     argv = _bounded(argv, _closed_port())
-    proc = subprocess.Popen([sys.executable, "-c", "from tcpmax.cli import main; main()", *argv],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    # In a directory of its own: whatever a run writes by a relative name goes away with it.
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.Popen([sys.executable, "-c", "from tcpmax.cli import main; main()",
+                                 *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                cwd=cwd, env={**os.environ, "PYTHONPATH": _SRC})
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     assert proc.returncode in (0, 1, 2), (argv, proc.returncode, stderr)
     assert "Traceback" not in stderr, (argv, stderr)
     assert _group_gone(proc.pid), f"{argv}: processes of the run are still alive"
