@@ -41,3 +41,30 @@ def test_a_source_whose_ports_are_all_in_use_is_still_local():
     verdict = in_own_netns(_check_with_every_port_taken,
                            {"net.ipv4.ip_local_port_range": "40000 40009"})
     assert verdict == "accepted"
+
+
+def _explicit_load_beside_a_wildcard_listener() -> dict[str, object]:
+    from tcpmax.engine.loader import LoadRun
+    from tcpmax.model.load import Endpoint, LoadConfig, PortStrategy
+    from tests.servers import plain_server
+
+    squatter = socket.socket()              # another program's listener, on all addresses
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("0.0.0.0", 40005))
+    squatter.listen()
+    try:
+        with plain_server(processes=1) as address:
+            run = LoadRun(LoadConfig((Endpoint(*address),), 19, sources=("127.0.0.3",),
+                                     port_strategy=PortStrategy.EXPLICIT, hold=0.2))
+            result = run.run()
+        return {"usable": len(run.ports), "held": result.peak_established,
+                "errors": result.error_counts}
+    finally:
+        squatter.close()
+
+
+@pytest.mark.root
+def test_explicit_ports_skip_a_port_another_program_listens_on_for_all_addresses():
+    out = in_own_netns(_explicit_load_beside_a_wildcard_listener,
+                       {"net.ipv4.ip_local_port_range": "40000 40019"})
+    assert out == {"usable": 19, "held": 19, "errors": {}}

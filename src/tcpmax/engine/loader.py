@@ -30,7 +30,14 @@ from tcpmax.engine.load_worker import (
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT
 from tcpmax.engine.supervisor import Supervisor
 from tcpmax.engine.tls import client_context
-from tcpmax.host.inspect import LIVE_PROC, read_host, read_meminfo, read_route, read_sockstat
+from tcpmax.host.inspect import (
+    LIVE_PROC,
+    read_host,
+    read_listening_ports,
+    read_meminfo,
+    read_route,
+    read_sockstat,
+)
 from tcpmax.host.process import process_memory, raise_nofile
 from tcpmax.model.errors import classify_name
 from tcpmax.model.facts import PortRange, Sockstat
@@ -263,6 +270,17 @@ class LoadRun:
                 sources = route_sources(cfg.endpoints[0].host)
         else:
             check_sources(sources, family)
+        # A listener on a port of the range takes that port from explicit binding (and from
+        # the kernel's own search) for its address, or for every address when it listens on
+        # all of them: such a port is no source port here.
+        if proc_root == LIVE_PROC:
+            wildcard = {"0.0.0.0", "::"}
+            ours = set(sources)
+            taken = {port for address, port in read_listening_ports()
+                     if address in wildcard or address in ours}
+            if taken:
+                ports = [p for p in ports if p not in taken]
+                self.ports = ports
         self.plan: LoadPlan = plan_load(cfg, sources, len(ports), nofile, cores)
         if cfg.tls is not None:
             try:        # the workers build their own; this one only proves it can be built

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,23 @@ from tcpmax.host.process import read_status
 from tcpmax.host.procfs import LIVE_PROC, read_sysctl, sysctl_path
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange, Sockstat
 
-__all__ = ["CAPABILITY_BITS", "LIVE_PROC", "listening_ports", "proc_tree_problem",
-           "read_conntrack", "read_host", "read_meminfo", "read_netstat", "read_port_range",
-           "read_reserved_ports", "read_route", "read_sockstat", "read_sysctl", "sysctl_path"]
+__all__ = [
+    "CAPABILITY_BITS",
+    "LIVE_PROC",
+    "listening_ports",
+    "proc_tree_problem",
+    "read_conntrack",
+    "read_host",
+    "read_listening_ports",
+    "read_meminfo",
+    "read_netstat",
+    "read_port_range",
+    "read_reserved_ports",
+    "read_route",
+    "read_sockstat",
+    "read_sysctl",
+    "sysctl_path",
+]
 
 CAPABILITY_BITS = {
     "CAP_NET_BIND_SERVICE": 10,
@@ -97,6 +112,22 @@ def read_sockstat(proc_root: Path = LIVE_PROC) -> Sockstat:
     tcp = fields["TCP"]
     return Sockstat(fields["sockets"]["used"], tcp["inuse"], tcp["orphan"], tcp["tw"],
                     tcp["alloc"], tcp["mem"])
+
+
+def read_listening_ports() -> frozenset[tuple[str, int]]:
+    """(address, port) of every TCP listener in this network namespace, IPv4 and IPv6,
+    asked of the kernel by sock_diag with a LISTEN-only filter: cheap even beside a million
+    established sockets, where reading net/tcp would list them all."""
+    from pyroute2 import DiagSocket  # imported here, as _addresses does: ~50 ms
+
+    listen = 1 << 10                 # TCP_LISTEN's bit in sock_diag's state mask
+    found: set[tuple[str, int]] = set()
+    with DiagSocket() as diag:
+        diag.bind()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in diag.get_sock_stats(family=family, states=listen):
+                found.add((str(msg["idiag_src"]), int(msg["idiag_sport"])))
+    return frozenset(found)
 
 
 def read_netstat(proc_root: Path = LIVE_PROC) -> dict[str, dict[str, int]]:
