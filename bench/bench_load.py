@@ -172,7 +172,7 @@ def bench_strategy(n: int, sources: int, rounds: int) -> None:
                       "sources": sources, "per_pair": n // sources,
                       "established": result.peak_established,
                       "seconds": result.ramp_seconds,
-                      "errors": {e["name"]: e["count"] for e in result.errors}})
+                      "errors": result.error_counts})
                 wait_server_empty(server)
     med = {k: statistics.median(v) for k, v in times.items()}
     emit({"bench": "strategy", "summary": True, "median_seconds": med,
