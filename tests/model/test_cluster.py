@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpmax.model.cluster import MachineFacts, machine_capacity, split_load
+from tcpmax.model.cluster import MachineFacts, loopback_blocks, machine_capacity, split_load
 
 
 def machine(name="m", fd_budget=19_936, processes=512, usable_ports=28_232, sources=1,
@@ -70,3 +70,16 @@ def test_feasible_splits_sum_to_n_and_stay_within_each_capacity(n, capacities):
         assert all(s <= c for s, c in zip(split.shares, capacities, strict=True))
     else:
         assert not split.feasible
+
+
+def test_shards_of_a_loopback_run_get_disjoint_source_addresses():
+    # 30k over three shards on one kernel: one 127.x address each would share one port range.
+    blocks = loopback_blocks([10_000, 10_000, 10_000], 1, [28_232] * 3)
+    assert [len(b) for b in blocks] == [1, 1, 1]
+    assert len({a for b in blocks for a in b}) == 3
+
+
+def test_a_big_loopback_share_gets_enough_addresses_to_stay_under_half_each_range():
+    blocks = loopback_blocks([100_000, 0], 1, [28_232, 28_232])
+    assert len(blocks[0]) * (28_232 // 2) >= 100_000
+    assert blocks[1] == ()

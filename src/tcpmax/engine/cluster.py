@@ -41,7 +41,13 @@ from tcpmax.model.capacity import (
     FD_RESERVE_PER_PROCESS,
     MAX_PROCESSES,
 )
-from tcpmax.model.cluster import Capacity, ClusterSplit, MachineFacts, split_load
+from tcpmax.model.cluster import (
+    Capacity,
+    ClusterSplit,
+    MachineFacts,
+    loopback_blocks,
+    split_load,
+)
 from tcpmax.model.load import LoadConfig
 
 __all__ = ["ClusterError", "ClusterProgress", "ClusterRun", "MachineResult", "MachineState"]
@@ -333,12 +339,19 @@ class ClusterRun:
         states = [MachineState(a, self.hosts[a], s, c) for a, s, c in
                   zip(self.addresses, self.split.shares, self.split.capacities, strict=True)]
         active = [i for i, m in enumerate(states) if m.share > 0]
+        blocks = None
+        if self.cfg.sources is None and all(e.is_loopback and ":" not in e.host
+                                            for e in self.cfg.endpoints):
+            blocks = loopback_blocks(self.split.shares, len(self.cfg.endpoints),
+                                     [m.usable_ports for m in self.machines])
         status: dict[int, Any] = {}
         futures: dict[int, Any] = {}
         for i in active:
             status[i] = Variable(f"tcpmax-{run_id}-{i}", client=self.client)
             status[i].set({})
             shard_cfg = replace(self.cfg, connections=states[i].share)
+            if blocks is not None:
+                shard_cfg = replace(shard_cfg, sources=blocks[i])
             blob = base64.b64encode(pickle.dumps(shard_cfg)).decode("ascii")
             futures[i] = self.client.submit(_run_shard, run_id, i, blob,
                                             workers=[states[i].address],

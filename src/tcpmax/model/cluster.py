@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Capacity", "ClusterSplit", "MachineFacts", "machine_capacity", "split_load"]
+from tcpmax.model.load import loopback_sources, sources_needed
+
+__all__ = ["Capacity", "ClusterSplit", "MachineFacts", "loopback_blocks", "machine_capacity",
+           "split_load"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,24 @@ def split_load(connections: int, machines: list[MachineFacts] | tuple[MachineFac
     for i in order[: connections - sum(shares)]:
         shares[i] += 1
     return ClusterSplit(connections, tuple(shares), caps, ())
+
+
+def loopback_blocks(shares: tuple[int, ...] | list[int], endpoints: int,
+                    usable_ports: tuple[int, ...] | list[int]) -> tuple[tuple[str, ...], ...]:
+    """Disjoint loopback source addresses for each shard of a loopback run.
+
+    Shards that share one kernel (several Dask workers on one host, as in tests and the
+    fleet lab's host namespace) would otherwise all start at 127.1.0.1 and share its port
+    range toward each endpoint: EADDRNOTAVAIL at 28,232 in all instead of per shard. Each
+    shard gets the addresses `tcpmax load` would pick for its own share, taken one after the
+    other from 127.0.0.0/8; a shard with no share gets none.
+    """
+    needs = [sources_needed(s, endpoints, p) if s > 0 else 0
+             for s, p in zip(shares, usable_ports, strict=True)]
+    pool = loopback_sources(max(1, sum(needs)))
+    out: list[tuple[str, ...]] = []
+    at = 0
+    for need in needs:
+        out.append(pool[at:at + need])
+        at += need
+    return tuple(out)
