@@ -43,6 +43,8 @@ def load(target: str, n: int, *extra: str) -> dict[str, Any]:
     if out.returncode not in (0, 1):
         raise RuntimeError(out.stderr)
     doc: dict[str, Any] = json.loads(out.stdout)
+    if doc.get("cluster", {}).get("lost"):
+        raise RuntimeError(f"machines lost: {out.stderr}")
     return doc
 
 

@@ -278,13 +278,23 @@ class ClusterRun:
             self.close()
             raise
 
+    def workers(self) -> set[str]:
+        """The workers the scheduler knows now. Asked directly: `Client.scheduler_info()`
+        returns a cache that the client's own periodic refresh replaces with one holding no
+        workers, which read as every machine lost at once."""
+        scheduler = self.client.scheduler
+        if scheduler is None:          # the client lost its scheduler: no worker is known
+            return set()
+        identity: dict[str, Any] = self.client.sync(scheduler.identity, n_workers=-1)
+        return set(identity.get("workers", {}))
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close(timeout=5)
 
     def _survey(self) -> None:
         from tcpmax import __version__
-        workers = sorted(self.client.scheduler_info()["workers"])
+        workers = sorted(self.workers())
         if not workers:
             raise ClusterError(f"the scheduler at {self.address} has no workers: start `dask "
                                f"worker {self.address} --nworkers 1 --nthreads 1` on each "
@@ -367,6 +377,8 @@ class ClusterRun:
         interrupted = 0
         stopped_by: str | None = None
 
+        missing: set[str] = set()
+
         def lose(i: int, why: str) -> None:
             if states[i].lost is None and not states[i].done:
                 states[i].lost = why
@@ -374,7 +386,7 @@ class ClusterRun:
 
         while True:
             try:
-                live_workers = set(self.client.scheduler_info()["workers"])
+                live_workers = self.workers()
                 for i in active:
                     m, fut = states[i], futures[i]
                     if m.done or m.lost:
@@ -385,9 +397,13 @@ class ClusterRun:
                     elif fut.status in ("error", "cancelled"):
                         lose(i, f"its shard failed: {fut.exception()!r}")
                     elif m.address not in live_workers:
-                        lose(i, "the Dask worker left the cluster (killed or host gone)")
-                        fut.cancel()
+                        # Twice in a row: one answer is not enough to declare a machine dead.
+                        if m.address in missing:
+                            lose(i, "the Dask worker left the cluster (killed or host gone)")
+                            fut.cancel()
+                        missing.add(m.address)
                     else:
+                        missing.discard(m.address)
                         s = status[i].get(timeout=5) or {}
                         m.ready, m.ramp_done = bool(s.get("ready")), bool(s.get("ramp_done"))
                         if s.get("failed"):
