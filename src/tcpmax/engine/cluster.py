@@ -52,7 +52,8 @@ from tcpmax.model.load import LoadConfig
 
 __all__ = ["ClusterError", "ClusterProgress", "ClusterRun", "MachineResult", "MachineState"]
 
-POLL = 0.25            # seconds between the coordinator's looks at the shards
+POLL = 0.5             # seconds between looks at the shards (coordinator and relays): little
+                       # chatter, since the load machines' CPUs are the load's
 READY_TIMEOUT = 60.0   # every shard planned and waiting, or the run does not start
 STOP_GRACE = 20.0      # after a stop, how long shards get to report before they are lost
 

@@ -10,7 +10,7 @@ same `LoadRun` as `tcpmax load`, and speaks lines on its pipes with the task tha
   that time on every machine), ``stop`` (end early, as Ctrl-C would). End of file means the
   task (or its Dask worker) is gone: the shard stops and reaps its workers, never orphaned.
 - stdout: JSON lines, each with an ``event``: ``ready`` (planned, waiting for start),
-  ``progress`` (counters about twice a second), ``ramp_done`` (every local worker made its
+  ``progress`` (counters once a second), ``ramp_done`` (every local worker made its
   last attempt), ``result`` (the `tcpmax.load/1` document, with its histograms).
 
 A shard that hears nothing (no start, no release) for `SYNC_TIMEOUT` seconds goes on by
@@ -117,7 +117,7 @@ def main() -> int:
              attempted=p.attempted, in_flight=p.in_flight, errors=p.errors,
              rate=round(p.rate, 1))
 
-    result = run.run(on_progress=progress, progress_every=0.5,
+    result = run.run(on_progress=progress, progress_every=1.0,
                      log=lambda msg: print(msg, file=sys.stderr), release_at=release_at)
     _say("result", doc=document(Schema.LOAD, result))
     return 0
