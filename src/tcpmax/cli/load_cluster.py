@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+import click
 from rich.table import Table
 from rich.text import Text
 
@@ -52,11 +53,26 @@ def _machines_table(machines: list[MachineResult]) -> Table:
     return t
 
 
+def scheduler_address(text: str) -> str | None:
+    """``tcp://HOST:PORT`` (or tls://) as given, or None when it is not one: refused before
+    Dask sees it (its own errors for a bad address are a stack trace at exit)."""
+    scheme, sep, rest = text.partition("://")
+    host, colon, port = rest.rpartition(":")
+    if (not sep or scheme not in ("tcp", "tls") or not colon or not host.strip("[]")
+            or not port.isdigit() or not 1 <= int(port) <= 65535):
+        return None
+    return text
+
+
 def load_on_cluster(cfg: LoadConfig, address: str, *, per_machine: bool, as_json: bool,
                     quiet: bool, fixed_message: bool) -> NoReturn:
     from tcpmax.cli.load import _summary
 
     err = stderr_console()
+    if scheduler_address(address) is None:
+        raise click.BadParameter(f"{address!r} is not a Dask scheduler address: give "
+                                 "tcp://HOST:PORT (the scheduler listens on 8786 by default)",
+                                 param_hint="--cluster")
     try:
         run = ClusterRun(cfg, address)
     except ClusterError as exc:
