@@ -45,19 +45,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, host: str = "127.0.0.1") -> None:
         self.tmp = tmp
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.host = host
+        self.address = f"tcp://{host}:{_free_port()}"
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.logs: list[IO[bytes]] = []
 
-    def start(self, workers: int, preload: list[str | None] | None = None) -> None:
+    def start(self, workers: int, preload: list[str | None] | None = None,
+              netns: list[str] | None = None) -> None:
+        """`workers` Dask workers, each in netns[i] when given (`ip netns exec` execs, so
+        the pid is the worker's)."""
         port = self.address.rpartition(":")[2]
         log = open(self.tmp / "scheduler.log", "wb")  # noqa: SIM115 - closed in stop()
         self.logs.append(log)
         self.scheduler = subprocess.Popen(
-            [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", port,
+            [BIN / "dask", "scheduler", "--host", self.host, "--port", port,
              "--no-dashboard"], stdout=log, stderr=log)
         for i in range(workers):
             extra = []
@@ -65,9 +69,11 @@ class Cluster:
                 extra = ["--preload", str(preload[i])]
             wlog = open(self.tmp / f"worker{i}.log", "wb")  # noqa: SIM115
             self.logs.append(wlog)
+            inside = ["ip", "netns", "exec", netns[i]] if netns else []
             self.workers.append(subprocess.Popen(
-                [BIN / "dask", "worker", self.address, "--nworkers", "1", "--nthreads", "1",
-                 "--no-nanny", "--no-dashboard", "--name", f"machine{i}", *extra],
+                [*inside, BIN / "dask", "worker", self.address, "--nworkers", "1",
+                 "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"machine{i}",
+                 *extra],
                 stdout=wlog, stderr=wlog))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

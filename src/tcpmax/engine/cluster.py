@@ -540,7 +540,7 @@ class ClusterRun:
             requested=self.cfg.connections, reached=peak >= self.cfg.connections and not lost,
             stopped_by=stopped_by,
             strategy=",".join(sorted({str(d["strategy"]) for d in docs})) or "-",
-            workers=total("workers"), sources=max([int(d["sources"]) for d in docs] or [0]),
+            workers=total("workers"), sources=total("sources"),
             endpoints=[str(e) for e in self.cfg.endpoints], peak_established=peak,
             final_established=final, ramp_seconds=round(ramp, 3),
             time_to_peak_seconds=round(time_to_peak, 3),
