@@ -465,6 +465,9 @@ class ClusterRun:
                     control.set(dict(ctl))
         with contextlib.suppress(Exception):
             wait([f for i, f in futures.items() if states[i].lost is None], timeout=5)
+        for variable in (control, *status.values()):    # the scheduler keeps them otherwise
+            with contextlib.suppress(Exception):
+                variable.delete()
         return self._merge(states, active, results, peak, curve, stopped_by)
 
     def _progress(self, states: list[MachineState], active: list[int],
