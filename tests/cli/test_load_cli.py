@@ -28,6 +28,9 @@ from tests.servers import ws_server
     (["127.0.0.1:9000", "-n", "10", "--close", "slam"], "--close"),
     (["127.0.0.1:9000", "-n", "10", "--hold", "forever"], "--hold"),
     (["127.0.0.1:9000", "-n", "10", "--source", "10.0.0.0/8"], "--source"),  # too many
+    (["127.0.0.1:9000", "-n", "10", "--cluster", "nonsense"], "--cluster"),
+    (["127.0.0.1:9000", "-n", "10", "--cluster", "tcp://127.0.0.1:99999"], "--cluster"),
+    (["127.0.0.1:9000", "-n", "10", "--per-machine"], "--per-machine"),  # without --cluster
 ])
 def test_bad_input_exits_2_naming_the_option_and_starts_nothing(args, option, started):
     result = CliRunner().invoke(cli, ["load", *args])

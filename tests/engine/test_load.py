@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from tcpmax.engine.counters import Col
 from tcpmax.engine.loader import LoadRun
@@ -163,6 +164,17 @@ def test_explicit_ports_are_bound_from_the_range_and_all_connect():
         assert run.plan.strategy is PortStrategy.EXPLICIT
         assert result.reached and result.errors == []
         assert result.per_source == {"127.0.0.3": 3_000}
+
+
+def test_the_result_carries_its_merged_histograms_so_machines_can_merge_exact_percentiles():
+    with plain_server(echo=True) as address:
+        _, result = load(address, 300, hold=1.0, message_rate=1_000)
+    connect = HdrHistogram.decode(result.histograms["connect"].encode("ascii"))
+    message = HdrHistogram.decode(result.histograms["message"].encode("ascii"))
+    assert connect.get_total_count() == result.connect_latency_us["count"] == 300
+    assert connect.get_value_at_percentile(99) == result.connect_latency_us["p99"]
+    assert message.get_total_count() == result.messages_received > 0
+    assert "tls" not in result.histograms          # no TLS, no empty histogram either
 
 
 def test_echo_probes_measure_message_latency():

@@ -279,6 +279,12 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
               help="Stop opening new connections when MemAvailable falls below this; the "
                    "ones open are held and closed as usual, and the result says 'memory "
                    "floor' [default: 1/32 of RAM, at least 256MiB].")
+@click.option("--cluster", default=None, metavar="tcp://HOST:8786",
+              help="Run on every worker of this Dask scheduler (one worker per load machine), "
+                   "N split by each machine's limits, all started and released together "
+                   "(pip install 'tcpmax[cluster]').")
+@click.option("--per-machine", is_flag=True,
+              help="--cluster: a progress line for each machine under the fleet's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
@@ -286,7 +292,8 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
          message_size: int, close: str, port_strategy: str, workers: int | None,
          ca: Path | None, insecure: bool, sni: str | None, alpn: str | None,
          header: tuple[str, ...], subprotocol: str | None, binary: bool,
-         min_free: int | None, as_json: bool, quiet: bool) -> None:
+         min_free: int | None, cluster: str | None, per_machine: bool, as_json: bool,
+         quiet: bool) -> None:
     """Open and hold N connections to TARGET(s), and name every failure.
 
     TARGET is HOST:PORT, HOST:FIRST-LAST (a port range) or several of them; tls://HOST:PORT
@@ -305,6 +312,7 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
       tcpmax load 127.0.0.1:9000 -n 10k --message-rate 5k --hold 20s   # echo latency
       tcpmax load tls://localhost:9443 -n 10k --ca ca.pem          # TLS, handshakes timed
       tcpmax load ws://127.0.0.1:9000/chat -n 20k --message-rate 2k  # WebSocket echo
+      tcpmax load 10.0.0.5:9000 -n 3M --cluster tcp://10.0.0.2:8786  # over a Dask cluster
     """
     err = stderr_console()
     if message is not None:
@@ -340,6 +348,12 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                          message_rate=float(message_rate), message_size=message_size,
                          close=CloseMode(close), port_strategy=PortStrategy(port_strategy),
                          workers=workers, min_free=min_free, tls=tls, ws=ws)
+        if cluster is not None:
+            from tcpmax.cli.load_cluster import load_on_cluster
+            load_on_cluster(cfg, cluster, per_machine=per_machine, as_json=as_json,
+                            quiet=quiet, fixed_message=message is not None)
+        elif per_machine:
+            refuse_unused("--cluster", "per_machine")
         run = LoadRun(cfg)
     except (ValueError, LoadError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hdrh.histogram import HdrHistogram
+
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import (
     CONTROL_RELEASE_MS,
@@ -53,7 +55,8 @@ from tcpmax.model.load import (
 )
 from tcpmax.model.worker_result import WorkerResult, decode_worker_result
 
-__all__ = ["ErrorCount", "LoadError", "LoadProgress", "LoadResult", "LoadRun", "route_sources"]
+__all__ = ["ErrorCount", "LoadError", "LoadProgress", "LoadResult", "LoadRun", "merge_histograms",
+           "percentiles", "route_sources"]
 
 
 class LoadError(RuntimeError):
@@ -143,6 +146,10 @@ class LoadResult:
     # MemAvailable when the floor stopped new connections; None if it never did.
     mem_available_at_floor_bytes: int | None = None
     curve: list[tuple[float, int]] = field(default_factory=list)
+    # The merged HdrHistograms themselves (HdrHistogram's own base64 text, by "connect",
+    # "message", "tls"), so a run split over machines can merge exact percentiles
+    # (engine/cluster.py). Added in tcpmax.load/1 without a bump: readers ignore new fields.
+    histograms: dict[str, str] = field(default_factory=dict)
 
     @property
     def error_counts(self) -> dict[str, int]:
@@ -194,10 +201,16 @@ def check_sources(sources: tuple[str, ...], family: int) -> None:
                 # Anything else is the run's to meet and name, connection by connection.
 
 
-def _percentiles(encoded: list[bytes]) -> dict[str, int] | None:
+def merge_histograms(encoded: list[bytes]) -> HdrHistogram:
+    """One histogram holding every value of the encoded ones (workers', or machines')."""
     h = new_histogram()
     for blob in encoded:
         h.decode_and_add(blob)
+    return h
+
+
+def percentiles(h: HdrHistogram) -> dict[str, int] | None:
+    """The percentiles a result shows (microseconds); None for an empty histogram."""
     if h.get_total_count() == 0:
         return None
     return {"p50": h.get_value_at_percentile(50), "p90": h.get_value_at_percentile(90),
@@ -312,13 +325,18 @@ class LoadRun:
 
     def run(self, on_progress: Callable[[LoadProgress], None] | None = None,
             progress_every: float = 1.0,
-            log: Callable[[str], None] | None = None) -> LoadResult:
+            log: Callable[[str], None] | None = None,
+            release_at: Callable[[float], float | None] | None = None) -> LoadResult:
         """Fork the workers, ramp, hold for `cfg.hold`, tear down; block until done.
 
         Args:
             on_progress: called with a `LoadProgress` every `progress_every` seconds.
             progress_every: seconds between progress calls.
             log: receives the supervisor's messages (a worker that died, escalation).
+            release_at: once every worker has finished its ramp, called at each tick with
+                the time (monotonic) that happened; returns the monotonic time the hold
+                starts, or None to keep holding without a release (a shard of a cluster run
+                waits for the other machines). Default: release at once.
 
         Returns:
             The `LoadResult`. SIGINT or SIGTERM end the run early (`stopped_by` names it);
@@ -374,14 +392,17 @@ class LoadRun:
                 check_floor(read_meminfo().get("MemAvailable"))
             live = [i for i, s in enumerate(sup.slots) if s.pid]
             if not state.released and all(rows[i][Col.RAMP_DONE_MS] for i in live):
-                state.released = True
-                state.ramp_done = now - started
-                memory = process_memory(sup.alive())
-                state.rss, state.private = memory.rss, memory.private
-                state.slab_after = read_meminfo().get("Slab")
-                state.sockstat_after = read_sockstat()
-                self.table.set(self.control, Col(CONTROL_RELEASE_MS),
-                               int((now + cfg.hold) * 1000))
+                if state.ramp_done is None:
+                    state.ramp_done = now - started
+                    memory = process_memory(sup.alive())
+                    state.rss, state.private = memory.rss, memory.private
+                    state.slab_after = read_meminfo().get("Slab")
+                    state.sockstat_after = read_sockstat()
+                hold_from = now if release_at is None else release_at(started + state.ramp_done)
+                if hold_from is not None:
+                    state.released = True
+                    self.table.set(self.control, Col(CONTROL_RELEASE_MS),
+                                   int((hold_from + cfg.hold) * 1000))
             if on_progress is not None and now >= state.next_progress:
                 state.next_progress = now + progress_every
                 on_progress(self.progress(started, state.last))
@@ -432,8 +453,15 @@ class LoadRun:
             tw_after: int | None = read_sockstat().tcp_time_wait
         except (OSError, KeyError, ValueError):
             tw_after = None
-        tls_latency = _percentiles([r.tls_hist for r in results if r.tls_hist is not None])
-        ws_latency = _percentiles([r.ws_hist for r in results if r.ws_hist is not None])
+        hists = {"connect": merge_histograms([r.connect_hist for r in results]),
+                 "message": merge_histograms([r.msg_hist for r in results
+                                              if r.msg_hist is not None]),
+                 "tls": merge_histograms([r.tls_hist for r in results
+                                          if r.tls_hist is not None]),
+                 "ws": merge_histograms([r.ws_hist for r in results
+                                         if r.ws_hist is not None])}
+        tls_latency = percentiles(hists["tls"])
+        ws_latency = percentiles(hists["ws"])
         if stopped_by == "finished":
             stopped_by = "completed" if state.floor_hit is None else "memory floor"
         # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
@@ -448,9 +476,8 @@ class LoadRun:
             ramp_seconds=round(state.ramp_done or 0.0, 3),
             time_to_peak_seconds=round(time_to_peak, 3),
             ramp_rate=round(peak / time_to_peak, 1),
-            connect_latency_us=_percentiles([r.connect_hist for r in results]) or {},
-            message_latency_us=_percentiles([r.msg_hist for r in results
-                                             if r.msg_hist is not None]),
+            connect_latency_us=percentiles(hists["connect"]) or {},
+            message_latency_us=percentiles(hists["message"]),
             messages_sent=total(rows, Col.MSG_SENT), messages_received=total(rows, Col.MSG_RECV),
             bytes_sent=total(rows, Col.BYTES_OUT), bytes_received=total(rows, Col.BYTES_IN),
             peer_closed=total(rows, Col.PEER_CLOSED),
@@ -469,7 +496,9 @@ class LoadRun:
             ws_handshakes=ws_latency["count"] if ws_latency else 0,
             ws_handshake_rate=round((ws_latency["count"] if ws_latency else 0)
                                     / max(1e-6, state.ramp_done or time_to_peak), 1),
-            mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600))
+            mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600),
+            histograms={name: h.encode().decode("ascii")
+                        for name, h in hists.items() if h.get_total_count()})
 
 
 def _thin(curve: list[tuple[float, int]], most: int) -> list[tuple[float, int]]:
