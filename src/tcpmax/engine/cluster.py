@@ -73,7 +73,8 @@ def _machine_facts(cfg: LoadConfig) -> dict[str, Any]:
     from tcpmax.engine.loader import check_sources, route_sources
     from tcpmax.host.inspect import read_host
     from tcpmax.model.facts import PortRange
-    from tcpmax.model.load import default_min_free, usable_port_list
+    from tcpmax.model.limits import default_min_free
+    from tcpmax.model.load import usable_port_list
     try:
         facts = read_host()
         port_range = facts.port_range or PortRange(32768, 60999)
