@@ -5,6 +5,7 @@ killed `up` leaves nothing behind, the host's nftables and sysctls untouched."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -144,6 +145,36 @@ def test_no_route_in_any_fleet_namespace_leaves_the_fleet(lab):
             capture_output=True, text=True, check=True).stdout)
         assert all(r["dst"] != "default" for r in routes), (host["host"], routes)
         assert {r["dev"] for r in routes} <= names
+
+
+def _route_dev(address: str) -> str:
+    out = json.loads(subprocess.run(["ip", "-j", "route", "get", address],
+                                    capture_output=True, text=True, check=True).stdout)
+    return str(out[0]["dev"])
+
+
+def test_from_the_host_namespace_every_fleet_address_routes_onto_the_fleet_bridge(lab):
+    # Without these routes the VIP followed the host's default route out of the machine.
+    _, status, _ = lab
+    vip = status["vip"]
+    block = ipaddress.ip_network(f"{vip}/21", strict=False)
+    front = next(dev for dev in (_route_dev(vip),) if dev.endswith("-front"))
+    unused = str(block.network_address + block.num_addresses - 2)
+    assert {_route_dev(vip), _route_dev(unused), _route_dev(str(block.network_address + 1600))} \
+        == {front}
+
+
+def test_a_load_from_the_host_namespace_goes_through_the_balancer(lab):
+    _, status, _ = lab
+    servers = [h for h in status["hosts"] if h["role"] == "server"]
+    assert _route_dev(status["vip"]).endswith("-front")      # never sent out otherwise
+    before = [server_stats(s["netns"], s["addresses"][0])["accepted"] for s in servers]
+    run = subprocess.run([sys.executable, "-m", "tcpmax", "load", status["target"], "-n", "400",
+                          "--hold", "0", "--json"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and json.loads(run.stdout)["peak_established"] == 400
+    accepted = [server_stats(s["netns"], s["addresses"][0])["accepted"] - b
+                for s, b in zip(servers, before, strict=True)]
+    assert sum(accepted) == 400
 
 
 def _connect(host: str, port: int) -> bool:

@@ -126,3 +126,13 @@ def test_the_balancer_maps_each_new_connection_to_one_of_the_servers_in_turn(ser
         assert f"{i} : {s.ips[0]}" in rules
     assert f"mod {servers} " in rules and f"{servers} : " not in rules
     assert "hook prerouting" in rules
+
+
+def test_the_host_namespace_routes_the_whole_block_onto_the_bridge_and_the_vip_via_the_balancer():
+    plan = plan_fleet("lab", clients=1, servers=1, slot=3, creator_pid=1)
+    routes = dict(plan.host_routes)
+    block = ipaddress.ip_network(plan.front_net).supernet(new_prefix=21)
+    lb_front = next(a for dev, a in plan.balancer.addresses if dev == "front").split("/")[0]
+    assert routes == {str(block): None, f"{plan.vip}/32": lb_front, plan.back_net: lb_front}
+    assert ipaddress.ip_address(plan.vip) in block
+    assert ipaddress.ip_network(plan.back_net).subnet_of(block)

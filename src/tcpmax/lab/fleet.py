@@ -360,6 +360,10 @@ def _host_commands(plan: FleetPlan, state_file: Path) -> list[str]:
                   f"link set {br} alias {json.dumps(str(state_file.resolve()))}",
                   f"link set {br} addrgenmode none", f"link set {br} up"]
     lines.append(f"addr add {plan.host_address} dev {front}")
+    # Routes tied to the bridge: they go with it on `fleet down`, and nothing addressed to
+    # the fleet's block ever takes the host's default route out of the machine.
+    lines += [f"route add {dest} dev {front}" if via is None else
+              f"route add {dest} via {via} dev {front}" for dest, via in plan.host_routes]
     for host in plan.hosts:
         for outside, bridge, inside in host.links:
             lines += [f"link add {outside} type veth peer name {inside} netns {host.netns}",

@@ -102,6 +102,19 @@ class FleetPlan:
     servers: tuple[Host, ...]
 
     @property
+    def host_routes(self) -> tuple[tuple[str, str | None], ...]:
+        """The host namespace's routes into the fleet, all through the front bridge: the
+        whole address block on-link (an unknown address there fails on the bridge instead of
+        following the default route out of the machine), and the VIP and the back subnet via
+        the balancer, so a load from the host namespace reaches the VIP through the
+        balancer like any client's."""
+        block = ipaddress.ip_network(self.front_net).supernet(new_prefix=32 - (SLOT_SIZE - 1)
+                                                              .bit_length())
+        lb_front = next(a for dev, a in self.balancer.addresses if dev == "front")
+        via = lb_front.split("/")[0]
+        return ((str(block), None), (f"{self.vip}/32", via), (self.back_net, via))
+
+    @property
     def hosts(self) -> tuple[Host, ...]:
         return (self.balancer, *self.clients, *self.servers)
 
