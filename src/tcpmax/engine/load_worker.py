@@ -132,14 +132,18 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         errors[code] = errors.get(code, 0) + 1
         row[_ERR_COL.get(code, Col.ERR_OTHER)] += 1
 
-    def named_fail(fd: int, name: str) -> None:
-        nonlocal failed, in_flight, upgrading
-        if state[fd] == UPGRADING:
-            upgrading -= 1
+    def free(fd: int) -> None:
+        """Close a connection and forget every trace of it (off the hot path)."""
         state[fd] = FREE
         close(fd)
         if ws is not None:
             ws.forget(fd)
+
+    def named_fail(fd: int, name: str) -> None:
+        nonlocal failed, in_flight, upgrading
+        if state[fd] == UPGRADING:
+            upgrading -= 1
+        free(fd)
         in_flight -= 1
         failed += 1
         named_errors[name] = named_errors.get(name, 0) + 1
@@ -222,10 +226,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     def lost(fd: int) -> None:
         """An established connection the server closed (or broke)."""
         nonlocal n_open, peer_closed
-        state[fd] = FREE
-        close(fd)
-        if ws is not None:
-            ws.forget(fd)
+        free(fd)
         n_open -= 1
         peer_closed += 1
         established_by_source[source_of[fd]] -= 1
