@@ -110,3 +110,39 @@ def test_every_host_field_in_the_json_is_documented():
     host = doctor_json()["host"]
     for field in host:
         assert f"`{field}`" in doc, f"host field {field} is not documented in docs/json.md"
+
+
+def _memory(data, role="server"):
+    return next(c for c in data["capacity"][role]["constraints"] if c["key"] == "memory")
+
+
+def test_tls_sizes_memory_with_the_tls_bytes_per_connection():
+    plain, tls = doctor_json(), doctor_json("--tls")
+    assert tls["costs"]["protocol"] == "tls"
+    assert tls["costs"]["user_bytes_per_connection"] > 100 * plain["costs"][
+        "user_bytes_per_connection"]
+    assert _memory(tls)["limit"] < _memory(plain)["limit"]
+    assert "for TLS" in _memory(tls)["arithmetic"]
+
+
+def test_user_bytes_given_by_hand_win_over_the_protocol_default():
+    data = doctor_json("--ws", "--user-bytes", "1234")
+    assert data["costs"]["user_bytes_per_connection"] == 1234
+    assert data["costs"]["protocol"] == "ws"
+
+
+def test_user_bytes_and_a_protocol_measurement_together_exit_2(started):
+    result = run("doctor", "--ws", "--measure", "--user-bytes", "500")
+    assert result.exit_code == 2
+    assert "--user-bytes" in error_line(result.output)
+
+
+@pytest.mark.timeout(120)
+def test_measure_with_ws_reports_both_sides_from_a_real_serve_and_load():
+    data = doctor_json("--ws", "--measure")
+    m = data["protocol_measurement"]
+    assert m["protocol"] == "ws"
+    assert m["connections"][0] < m["connections"][1]
+    assert data["costs"]["user_bytes_per_connection"] == max(
+        m["server_bytes_per_connection"], m["client_bytes_per_connection"])
+    assert data["costs"]["user_source"].startswith("measured here")

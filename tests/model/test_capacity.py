@@ -7,12 +7,15 @@ import pytest
 from tcpmax.model.capacity import (
     ConstraintKey,
     Costs,
+    Protocol,
+    ProtocolMemoryMeasurement,
     Role,
     Scope,
     host_capacity,
     processes_needed,
     theory_ceilings,
 )
+from tcpmax.model.doctor import build_doctor_report
 from tcpmax.model.facts import HostFacts, LocalAddress, PortRange
 
 COSTS = Costs(kernel_bytes_per_socket=3400, user_bytes_per_connection=100, fd_reserve=64,
@@ -148,3 +151,29 @@ def test_file_max_does_not_bind_a_process_with_cap_sys_admin():
     assert cap.get(ConstraintKey.SYSTEM_FDS).applies is False
     assert "CAP_SYS_ADMIN" in cap.get(ConstraintKey.SYSTEM_FDS).note
     assert cap.binding_key != ConstraintKey.SYSTEM_FDS
+
+
+@pytest.mark.parametrize(("tls", "ws", "protocol"), [
+    (False, False, Protocol.TCP), (False, True, Protocol.WS),
+    (True, False, Protocol.TLS), (True, True, Protocol.WSS)])
+def test_protocol_follows_the_tls_and_ws_flags(tls, ws, protocol):
+    assert Protocol.of(tls, ws) is protocol
+
+
+def test_tls_user_bytes_move_the_memory_wall_and_the_arithmetic_names_tls():
+    facts = dataclasses.replace(ROOMY, mem_available=35_000_000)
+    tls = dataclasses.replace(COSTS, user_bytes_per_connection=31_600, protocol=Protocol.TLS)
+    cap = host_capacity(facts, Role.SERVER, tls)
+    assert cap.binding_key == ConstraintKey.MEMORY
+    assert cap.connections == 35_000_000 // (3400 + 31_600)
+    memory = cap.get(ConstraintKey.MEMORY)
+    assert memory is not None and "31600 B user for TLS" in memory.arithmetic
+
+
+def test_a_protocol_measurement_sizes_every_side_by_its_larger_figure():
+    m = ProtocolMemoryMeasurement(Protocol.TLS, (500, 2000), server_bytes_per_connection=30_000,
+                                  client_bytes_per_connection=22_000, method="probe")
+    report = build_doctor_report(ROOMY, COSTS, protocol_measurement=m)
+    assert report.costs.user_bytes_per_connection == 30_000
+    assert report.costs.protocol is Protocol.TLS
+    assert report.costs.user_source == "measured here: probe"

@@ -11,14 +11,17 @@ from rich.table import Table
 from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console, stdout_console
-from tcpmax.cli.params import BYTES_PER_CONNECTION, COUNT, ENDPOINTS, SOURCES
+from tcpmax.cli.params import BYTES_PER_CONNECTION, COUNT, ENDPOINTS, SOURCES, given
 from tcpmax.host.inspect import LIVE_PROC, proc_tree_problem, read_host
 from tcpmax.model.capacity import (
     DEFAULT_KERNEL_BYTES_PER_SOCKET,
     DEFAULT_USER_BYTES_PER_CONNECTION,
+    PROTOCOL_USER_BYTES,
     Constraint,
     ConstraintKey,
     Costs,
+    Protocol,
+    ProtocolMemoryMeasurement,
     Role,
     Scope,
 )
@@ -251,14 +254,37 @@ def render_doctor(report: DoctorReport, console: Console) -> None:
         f"tcpmax doctor: kernel {h.kernel or 'unknown'}, {_fmt(h.cores)} cores, "
         f"{format_bytes(h.mem_total)} RAM ({format_bytes(h.mem_available)} available), {root}",
         style="bold"))
-    console.print(Text(f"Kernel bytes per socket: {report.costs.kernel_bytes_per_socket} "
-                       f"({report.costs.kernel_source}); tcpmax's own bytes per connection: "
-                       f"{report.costs.user_bytes_per_connection}", style="dim"))
+    costs = report.costs
+    console.print(Text(f"Kernel bytes per socket: {costs.kernel_bytes_per_socket} "
+                       f"({costs.kernel_source}); tcpmax's own bytes per connection: "
+                       f"{costs.user_bytes_per_connection}", style="dim"))
+    if costs.protocol is not Protocol.TCP:
+        console.print(Text(f"Connections speak {costs.protocol.label}: "
+                           f"{costs.user_bytes_per_connection:,} B in user space per side "
+                           f"({costs.user_source})", style="dim"))
+    pm = report.protocol_measurement
+    if pm is not None:
+        console.print(Text(f"Measured {pm.protocol.label}: tcpmax serve "
+                           f"{pm.server_bytes_per_connection:,} B, tcpmax load "
+                           f"{pm.client_bytes_per_connection:,} B per held connection; the "
+                           "arithmetic uses the larger for every side", style="dim"))
     console.print(_limits_table(h))
     console.print(_capacity_table(report))
     console.print(_arithmetic(report))
     console.print(_myth(report))
     console.print(_target_section(report))
+
+
+def _measure_protocol(protocol: Protocol, err: Console) -> ProtocolMemoryMeasurement:
+    from tcpmax.engine.protoprobe import measure_protocol_bytes
+
+    with err.status(f"measuring {protocol.label} bytes per connection...") as status:
+        try:
+            return measure_protocol_bytes(
+                protocol, on_step=lambda text: status.update(f"measuring {text}..."))
+        except (OSError, RuntimeError) as exc:
+            raise click.ClickException(f"the {protocol.label} measurement failed: {exc}") \
+                from exc
 
 
 @click.command()
@@ -272,21 +298,31 @@ def render_doctor(report: DoctorReport, console: Console) -> None:
               help="Distinct server (IP, port) endpoints a client connects to.")
 @click.option("--measure", is_flag=True,
               help="Measure kernel bytes per socket on this kernel first (opens a few "
-                   "thousand loopback connections for ~5 s, then closes them).")
+                   "thousand loopback connections for ~5 s, then closes them). With --tls or "
+                   "--ws, also measure that protocol's user-space bytes per connection with "
+                   "tcpmax serve and tcpmax load on loopback (~5-15 s more).")
+@click.option("--tls", is_flag=True,
+              help="Size connections that carry TLS: OpenSSL keeps ~24 KB per connection in "
+                   "user space, which moves the memory wall (measured with --measure).")
+@click.option("--ws", is_flag=True,
+              help="Size WebSocket connections (with --tls: wss). tcpmax keeps no object "
+                   "per upgraded connection: a 200 B budget, or measured with --measure.")
 @click.option("--kernel-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_KERNEL_BYTES_PER_SOCKET,
               show_default=True, metavar="B",
               help="Kernel bytes per idle socket to assume (ignored with --measure).")
 @click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
               help="User-space bytes per connection of the program holding them "
-                   "(tcpmax serve ~100, asyncio ~2,600).")
+                   "(tcpmax serve ~100, asyncio ~2,600) [default with --tls: 24,000; "
+                   "with --ws: 200].")
 @click.option("--proc-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=LIVE_PROC, show_default=True,
               help=f"Read a copy of {LIVE_PROC} (from another machine) instead of this one's.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (schema tcpmax.doctor/1, see docs/json.md).")
 def doctor(target: int | None, sources: int | None, endpoints: int, measure: bool,
-           kernel_bytes: int, user_bytes: int, proc_root: Path, as_json: bool) -> None:
+           tls: bool, ws: bool, kernel_bytes: int, user_bytes: int, proc_root: Path,
+           as_json: bool) -> None:
     """Explain how many TCP connections this machine can hold, and what stops it first.
 
     Reads the limits (open files, ports, memory, queues), computes the capacity as a server,
@@ -298,12 +334,22 @@ def doctor(target: int | None, sources: int | None, endpoints: int, measure: boo
       tcpmax doctor
       tcpmax doctor --target 1M
       tcpmax doctor --target 200k --sources 4 --endpoints 2 --json
+      tcpmax doctor --target 1M --tls --measure
     """
     err = stderr_console()
     problem = proc_tree_problem(proc_root)
     if problem is not None:
         raise click.BadParameter(problem, param_hint="--proc-root")
-    measurement = None
+    protocol = Protocol.of(tls, ws)
+    if measure and given("user_bytes") and protocol is not Protocol.TCP:
+        raise click.UsageError("--user-bytes and --measure both set the bytes per "
+                               f"{protocol.label} connection: give one")
+    costs = Costs(kernel_bytes, user_bytes, protocol=protocol)
+    if protocol is not Protocol.TCP and not given("user_bytes"):
+        costs = Costs(kernel_bytes, PROTOCOL_USER_BYTES[protocol], protocol=protocol,
+                      user_source=f"default for {protocol.label}, measured on the reference "
+                                  "machine (docs/benchmarks.md); --measure for this one's")
+    measurement = protocol_measurement = None
     if measure:
         if proc_root.resolve() != LIVE_PROC:
             raise click.UsageError("--measure measures this host; it cannot be combined "
@@ -312,10 +358,13 @@ def doctor(target: int | None, sources: int | None, endpoints: int, measure: boo
 
         with err.status("measuring kernel bytes per socket (loopback connections)..."):
             measurement = measure_kernel_bytes_per_socket()
+        if protocol is not Protocol.TCP:
+            protocol_measurement = _measure_protocol(protocol, err)
     facts = read_host(proc_root)
-    report = build_doctor_report(facts, Costs(kernel_bytes, user_bytes), target=target,
+    report = build_doctor_report(facts, costs, target=target,
                                  sources=sources, endpoints=endpoints,
-                                 measurement=measurement)
+                                 measurement=measurement,
+                                 protocol_measurement=protocol_measurement)
     if as_json:
         emit_json(Schema.DOCTOR, report)
     else:

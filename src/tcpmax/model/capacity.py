@@ -35,11 +35,14 @@ __all__ = [
     "DEFAULT_USER_BYTES_PER_CONNECTION",
     "FD_RESERVE_PER_PROCESS",
     "MAX_PROCESSES",
+    "PROTOCOL_USER_BYTES",
     "Capacity",
     "Constraint",
     "ConstraintKey",
     "Costs",
     "KernelMemoryMeasurement",
+    "Protocol",
+    "ProtocolMemoryMeasurement",
     "Role",
     "Scope",
     "TheoryCeiling",
@@ -60,6 +63,35 @@ DEFAULT_KERNEL_BYTES_PER_SOCKET = 4090
 # keyed by fd plus the epoll registration, budgeted above the figure measured in
 # docs/benchmarks.md ("User-space bytes per held connection").
 DEFAULT_USER_BYTES_PER_CONNECTION = 100
+
+
+class Protocol(StrEnum):
+    """What the held connections speak; decides the user-space bytes each one costs."""
+
+    TCP = "tcp"
+    WS = "ws"      # WebSocket after its upgrade
+    TLS = "tls"
+    WSS = "wss"    # WebSocket inside TLS
+
+    @classmethod
+    def of(cls, tls: bool, ws: bool) -> Protocol:
+        return {(False, False): cls.TCP, (False, True): cls.WS,
+                (True, False): cls.TLS, (True, True): cls.WSS}[(tls, ws)]
+
+    @property
+    def label(self) -> str:
+        return {"tcp": "plain TCP", "ws": "WebSocket", "tls": "TLS",
+                "wss": "WebSocket over TLS"}[self.value]
+
+
+# User-space bytes per held idle connection, per side, by protocol, when nothing was
+# measured (docs/benchmarks.md). WebSocket: tcpmax serve keeps no object per connection
+# after the upgrade (1-37 B measured, 160 B with the one-off per worker at 50,000): the
+# issue's 200 B budget. TLS: OpenSSL's state per connection, 23,788 B measured on the
+# client side through Python's ssl (one SSLSocket per fd), rounded up; TLS dominates WSS.
+# `doctor --measure --tls` replaces these with this host's own figures.
+PROTOCOL_USER_BYTES = {Protocol.TCP: DEFAULT_USER_BYTES_PER_CONNECTION, Protocol.WS: 200,
+                       Protocol.TLS: 24_000, Protocol.WSS: 24_000}
 # File descriptors a worker keeps for itself: stdio, epoll, listeners, pipes, shared memory.
 FD_RESERVE_PER_PROCESS = 64
 # tcpmax never forks more workers than this for one side of a run.
@@ -112,6 +144,8 @@ class Costs:
         kernel_source: where `kernel_bytes_per_socket` came from, shown in reports.
         fd_reserve: open files each process keeps for itself (stdio, epoll, pipes).
         max_processes: the most worker processes tcpmax forks for one side of a run.
+        protocol: what the connections speak; `user_bytes_per_connection` is for it.
+        user_source: where `user_bytes_per_connection` came from, shown in reports.
     """
 
     kernel_bytes_per_socket: int = DEFAULT_KERNEL_BYTES_PER_SOCKET
@@ -119,6 +153,8 @@ class Costs:
     kernel_source: str = "default: Slab growth measured on a 24 GiB kernel 6.18 machine"
     fd_reserve: int = FD_RESERVE_PER_PROCESS
     max_processes: int = MAX_PROCESSES
+    protocol: Protocol = Protocol.TCP
+    user_source: str = "default: tcpmax serve's flat per-fd state, budgeted"
 
 
 @dataclass(frozen=True)
@@ -212,6 +248,23 @@ class KernelMemoryMeasurement:
     memavailable_bytes_per_socket: int  # the same from MemAvailable: noisy, for reference
     samples: tuple[int, ...]         # Slab-based figure of each round
     method: str
+
+
+@dataclass(frozen=True)
+class ProtocolMemoryMeasurement:
+    """What `doctor --measure --tls/--ws` found: user-space bytes per held idle connection
+    of that protocol, in tcpmax serve's workers and in tcpmax load's, on this host."""
+
+    protocol: Protocol
+    connections: tuple[int, int]     # the two loads whose difference gives the slope
+    server_bytes_per_connection: int
+    client_bytes_per_connection: int
+    method: str
+
+    @property
+    def per_side(self) -> int:
+        """The figure the arithmetic uses for every side: the larger of the two."""
+        return max(self.server_bytes_per_connection, self.client_bytes_per_connection)
 
 
 @dataclass(frozen=True)
@@ -329,15 +382,18 @@ def host_capacity(facts: HostFacts, role: Role, costs: Costs | None = None, *,
     per_conn_bytes = sides * (costs.kernel_bytes_per_socket + costs.user_bytes_per_connection)
     if facts.mem_available is not None:
         limit = facts.mem_available // per_conn_bytes
-        shape = (f"2 x ({costs.kernel_bytes_per_socket} B kernel + "
-                 f"{costs.user_bytes_per_connection} B user)" if sides == 2 else
-                 f"({costs.kernel_bytes_per_socket} B kernel + "
-                 f"{costs.user_bytes_per_connection} B user)")
+        user = (f"{costs.user_bytes_per_connection} B user"
+                + ("" if costs.protocol is Protocol.TCP else f" for {costs.protocol.label}"))
+        shape = (f"2 x ({costs.kernel_bytes_per_socket} B kernel + {user})" if sides == 2
+                 else f"({costs.kernel_bytes_per_socket} B kernel + {user})")
+        note = f"kernel bytes per socket: {costs.kernel_source}"
+        if costs.protocol is not Protocol.TCP:
+            note += f"; user bytes per connection: {costs.user_source}"
         out.append(Constraint(
             ConstraintKey.MEMORY, "memory (MemAvailable)", "ENOMEM", limit,
             f"{format_bytes(facts.mem_available)} available / {shape} per connection "
             f"= {format_count(limit)}",
-            note=f"kernel bytes per socket: {costs.kernel_source}"))
+            note=note))
     else:
         out.append(Constraint(ConstraintKey.MEMORY, "memory (MemAvailable)", "ENOMEM", None,
                               "MemAvailable unknown"))

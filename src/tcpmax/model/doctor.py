@@ -9,12 +9,13 @@ reach the next limit: raising a limit past the one behind it buys nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tcpmax.model.capacity import (
     Capacity,
     Costs,
     KernelMemoryMeasurement,
+    ProtocolMemoryMeasurement,
     Role,
     TheoryCeiling,
     host_capacity,
@@ -33,6 +34,7 @@ class DoctorReport:
     host: HostFacts
     costs: Costs
     measurement: KernelMemoryMeasurement | None
+    protocol_measurement: ProtocolMemoryMeasurement | None
     capacity: dict[Role, Capacity]
     theory: tuple[TheoryCeiling, ...]
     target: int | None
@@ -42,12 +44,17 @@ class DoctorReport:
 def build_doctor_report(facts: HostFacts, costs: Costs | None = None, *,
                         target: int | None = None, sources: int | None = None,
                         endpoints: int = 1,
-                        measurement: KernelMemoryMeasurement | None = None) -> DoctorReport:
+                        measurement: KernelMemoryMeasurement | None = None,
+                        protocol_measurement: ProtocolMemoryMeasurement | None = None,
+                        ) -> DoctorReport:
     costs = costs or Costs()
     if measurement is not None:
-        costs = Costs(measurement.bytes_per_socket, costs.user_bytes_per_connection,
-                      f"measured here: {measurement.method}", costs.fd_reserve,
-                      costs.max_processes)
+        costs = replace(costs, kernel_bytes_per_socket=measurement.bytes_per_socket,
+                        kernel_source=f"measured here: {measurement.method}")
+    if protocol_measurement is not None:
+        costs = replace(costs, protocol=protocol_measurement.protocol,
+                        user_bytes_per_connection=protocol_measurement.per_side,
+                        user_source=f"measured here: {protocol_measurement.method}")
     capacity: dict[Role, Capacity] = {}
     assessments: dict[Role, TargetAssessment] = {}
     for role in Role:
@@ -59,5 +66,5 @@ def build_doctor_report(facts: HostFacts, costs: Costs | None = None, *,
         if goal is not None:
             assessments[role] = assess_target(facts, goal, role, costs,
                                                     sources=role_sources, endpoints=endpoints)
-    return DoctorReport(facts, costs, measurement, capacity,
+    return DoctorReport(facts, costs, measurement, protocol_measurement, capacity,
                         theory_ceilings(facts), target, assessments)
