@@ -11,6 +11,10 @@
         kernel vs explicit source-port allocation with pairs past half their range
     python bench/bench_load.py million  --connections 1M
         `tcpmax serve` and `tcpmax load`, one command each, as a user runs them
+    python bench/bench_load.py vs-c     --connections 100k --rounds 3 --server refserve
+        tcpmax load vs ../shared/bench/refconnect.c (a C client, 8 processes) into the same
+        server (refserve.c, or `--server tcpmax` for tcpmax serve), rounds interleaved;
+        wall time and CPU (user, system) per connection of each client
 
 Loopback only; every run is bounded and stops by itself.
 """
@@ -201,10 +205,103 @@ def bench_million(n: int) -> None:
         serve.wait(120)
 
 
+REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+
+def build_reference(out: Path) -> tuple[Path, Path]:
+    """Compile refconnect and refserve (../shared/bench) into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    built = []
+    for name in ("refconnect", "refserve"):
+        binary = out / name
+        subprocess.run(["gcc", "-O2", "-o", str(binary), str(REF_DIR / f"{name}.c")],
+                       check=True)
+        built.append(binary)
+    return built[0], built[1]
+
+
+def established_on(port: int) -> int:
+    out = subprocess.run(["ss", "-Htn", f"sport = :{port}"], capture_output=True, text=True)
+    return len(out.stdout.splitlines())
+
+
+def wait_port_empty(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while established_on(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+
+def cpu_split() -> tuple[float, float]:
+    """(user, system) seconds of this process and its reaped children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + kids.ru_utime, own.ru_stime + kids.ru_stime
+
+
+def bench_vs_c(n: int, rounds: int, server_kind: str, procs: int = 8) -> None:
+    """tcpmax load against refconnect into one server, alternating which goes first."""
+    refconnect, refserve = build_reference(Path("/tmp/tcpmax-bench-ref"))
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server: subprocess.Popen[bytes] | Server
+    if server_kind == "refserve":
+        server = subprocess.Popen([str(refserve), str(port), "2", str(n + 1000)],
+                                  start_new_session=True)
+        time.sleep(0.5)
+    else:
+        server = Server(ServeConfig(ports=(port,), max_connections=n + 10_000)).start()
+    times: dict[str, list[float]] = {"refconnect": [], "tcpmax load": []}
+    per_conn: dict[str, list[tuple[float, float]]] = {k: [] for k in times}
+    try:
+        for i in range(rounds):
+            for label in (list(times) if i % 2 == 0 else list(reversed(times))):
+                u0, s0 = cpu_split()
+                t0 = time.perf_counter()
+                if label == "refconnect":
+                    out = subprocess.run([str(refconnect), "127.0.0.1", str(port), str(n),
+                                          str(procs), "0"], capture_output=True, text=True,
+                                         timeout=600, check=True).stdout
+                    fields = dict(part.split("=") for part in out.split())
+                    seconds, established = float(fields["seconds"]), int(fields["opened"])
+                else:
+                    result = LoadRun(LoadConfig((Endpoint("127.0.0.1", port),), n,
+                                                hold=0)).run()
+                    seconds, established = result.ramp_seconds, result.peak_established
+                wall = time.perf_counter() - t0
+                u1, s1 = cpu_split()
+                times[label].append(seconds)
+                per_conn[label].append(((u1 - u0) / n * 1e6, (s1 - s0) / n * 1e6))
+                emit({"bench": "vs-c", "server": server_kind, "client": label,
+                      "connections": n, "established": established,
+                      "seconds": round(seconds, 3), "wall_seconds": round(wall, 3),
+                      "user_us_per_conn": round((u1 - u0) / n * 1e6, 2),
+                      "sys_us_per_conn": round((s1 - s0) / n * 1e6, 2)})
+                wait_port_empty(port)
+    finally:
+        if isinstance(server, Server):
+            server.stop()
+        else:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    emit({"bench": "vs-c", "summary": True, "server": server_kind,
+          "median_rate": {k: round(n / v) for k, v in med.items()},
+          "tcpmax_vs_refconnect": round(med["refconnect"] / med["tcpmax load"], 3),
+          "median_user_us_per_conn": {k: round(statistics.median(u for u, _ in v), 2)
+                                      for k, v in per_conn.items()},
+          "median_sys_us_per_conn": {k: round(statistics.median(s for _, s in v), 2)
+                                     for k, v in per_conn.items()}})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["ramp", "strategy", "million", "ws"])
+    p.add_argument("which", choices=["ramp", "strategy", "million", "ws", "vs-c"])
+    p.add_argument("--server", choices=["refserve", "tcpmax"], default="refserve",
+                   help="vs-c: the server both clients connect to")
     p.add_argument("--connections", default="100k", type=parse_count)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sources", type=int, default=4)
@@ -218,6 +315,8 @@ def main() -> None:
         bench_strategy(a.connections, a.sources, a.rounds)
     elif a.which == "ws":
         bench_ws(a.connections, a.rounds)
+    elif a.which == "vs-c":
+        bench_vs_c(a.connections, a.rounds, a.server)
     else:
         bench_million(a.connections)
 

@@ -6,6 +6,7 @@
     python bench/bench_serve.py hold    --connections 1M     # hold a million
     python bench/bench_serve.py ws-memory --connections 50k  # bytes per held WebSocket
     python bench/bench_serve.py ws-accept --connections 20k  # upgrade rate vs plain accept
+    python bench/bench_serve.py ws-echo --connections 10k --workers 2  # vs `websockets`
 
 Everything runs on loopback and stops by itself. Results are printed as JSON lines and a
 summary; docs/benchmarks.md quotes them with the command that produced them.
@@ -235,6 +236,34 @@ def bench_echo(n: int, workers: int, seconds: float) -> None:
             subject.stop()
 
 
+def bench_ws_echo(n: int, workers: int, seconds: float, rounds: int) -> None:
+    """Messages/s over WebSocket: tcpmax serve --mode ws --ws-then echo against the
+    `websockets` library's echo server, with as many processes (SO_REUSEPORT), alternating
+    which goes first each round. One 16-byte probe in flight per connection."""
+    kinds = ["tcpmax-ws", "websockets"]
+    for index in range(rounds):
+        for kind in kinds if index % 2 == 0 else kinds[::-1]:
+            subject = Subject(kind, workers, n, echo=True)
+            try:
+                client = open_connections(subject.address, n, echo_seconds=seconds,
+                                          websocket=True)
+                cpu_before = cpu_seconds(subject.pids())
+                client.start_echo()
+                count, hist = client.echo_results()
+                cpu = cpu_seconds(subject.pids()) - cpu_before
+                client.release()
+                emit({"bench": "ws-echo", "server": kind, "round": index, "connections": n,
+                      "established": client.established, "failed": client.failed,
+                      "workers": workers, "seconds": seconds,
+                      "messages_per_s": round(count / seconds),
+                      "server_cpu_us_per_message": round(cpu / max(1, count) * 1e6, 2),
+                      "p50_us": hist.get_value_at_percentile(50),
+                      "p99_us": hist.get_value_at_percentile(99)})
+            finally:
+                subject.stop()
+            time.sleep(1.0)
+
+
 def bench_hold(n: int) -> None:
     server = Server(ServeConfig(ports=(0,), max_connections=n)).start(timeout=60)
     try:
@@ -259,7 +288,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=["memory", "accept", "echo", "hold", "ws-memory",
-                                     "ws-accept"])
+                                     "ws-accept", "ws-echo"])
     p.add_argument("--connections", default="100k", type=parse_count)
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
@@ -275,6 +304,8 @@ def main() -> None:
         bench_ws_memory(a.connections, a.workers, a.warmup)
     elif a.which == "ws-accept":
         bench_ws_accept(a.connections, a.workers, a.rounds)
+    elif a.which == "ws-echo":
+        bench_ws_echo(a.connections, a.workers, a.seconds, a.rounds)
     elif a.which == "echo":
         bench_echo(a.connections, a.workers, a.seconds)
     else:

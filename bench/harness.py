@@ -174,25 +174,43 @@ def _client(address: tuple[str, int], n: int, source: str, window: int, ready_w:
     os.read(go_r, 1)                                  # the start (echo) or release signal
     if echo_seconds > 0:
         hist = HdrHistogram(1, 60_000_000, 3)         # microseconds, up to a minute
+        # WebSocket: the 16-byte probe goes in one masked binary frame (a client must mask)
+        # and comes back in one unmasked frame: 2 header bytes, then the probe.
+        message = _ws_probe if websocket else _tcp_probe
+        skip = 2 if websocket else 0
         for fd in socks:
             ep.modify(fd, select.EPOLLIN)
-            os.write(fd, struct.pack("qq", time.perf_counter_ns(), 0))
+            os.write(fd, message())
         end = time.monotonic() + echo_seconds
         count = 0
         while time.monotonic() < end:
             for fd, _ev in ep.poll(0.1):
                 data = os.read(fd, 64)
-                if len(data) < 16:
+                if len(data) < 16 + skip:
                     continue
-                (sent,) = struct.unpack_from("q", data)
+                (sent,) = struct.unpack_from("q", data, skip)
                 hist.record_value(max(1, (time.perf_counter_ns() - sent) // 1000))
                 count += 1
-                os.write(fd, struct.pack("qq", time.perf_counter_ns(), 0))
+                os.write(fd, message())
         blob = hist.encode()
         os.write(result_w, struct.pack("qi", count, len(blob)) + blob)
         os.read(go_r, 1)                              # release
     for s in socks.values():
         s.close()
+
+
+def _tcp_probe() -> bytes:
+    return struct.pack("qq", time.perf_counter_ns(), 0)
+
+
+_WS_MASK = 0x5A17C3E9
+_WS_MASK16 = int.from_bytes(_WS_MASK.to_bytes(4, "big") * 4, "big")
+
+
+def _ws_probe() -> bytes:
+    payload = int.from_bytes(struct.pack("qq", time.perf_counter_ns(), 0), "big")
+    return (b"\x82\x90" + _WS_MASK.to_bytes(4, "big")
+            + (payload ^ _WS_MASK16).to_bytes(16, "big"))
 
 
 @dataclass
@@ -322,6 +340,31 @@ def _asyncio_worker(port: int, echo: bool, use_uvloop: bool) -> None:
         asyncio.run(main())
 
 
+def _websockets_worker(port: int) -> None:
+    """The `websockets` library's asyncio echo server, as its documentation writes one."""
+    import asyncio
+    import logging
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    # The bench ends every connection with an RST; websockets logs each as a traceback.
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
+    _max_nofile()
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        # Pings off: tcpmax serve sends none, so neither side pays for keepalives.
+        async with serve(echo, "127.0.0.1", port, reuse_port=True, backlog=4096,
+                         ping_interval=None, compression=None) as server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 @dataclass
 class BaselineServer:
     kind: str
@@ -333,7 +376,7 @@ class BaselineServer:
 
 
 def start_baseline(kind: str, workers: int, *, echo: bool = False) -> BaselineServer:
-    """kind: "simplest", "asyncio" or "uvloop"."""
+    """kind: "simplest", "asyncio", "uvloop" or "websockets" (WebSocket echo)."""
     pids = []
     if kind == "simplest":
         listener = socket.socket()
@@ -349,8 +392,11 @@ def start_baseline(kind: str, workers: int, *, echo: bool = False) -> BaselineSe
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
-        pids = [fork(lambda: _asyncio_worker(port, echo, kind == "uvloop"))
-                for _ in range(workers)]
+        if kind == "websockets":
+            pids = [fork(lambda: _websockets_worker(port)) for _ in range(workers)]
+        else:
+            pids = [fork(lambda: _asyncio_worker(port, echo, kind == "uvloop"))
+                    for _ in range(workers)]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
