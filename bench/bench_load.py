@@ -11,6 +11,9 @@
         kernel vs explicit source-port allocation with pairs past half their range
     python bench/bench_load.py million  --connections 1M
         `tcpmax serve` and `tcpmax load`, one command each, as a user runs them
+    python bench/bench_load.py slab     --at 100k,500k,1M
+        kernel memory per socket by slab cache (/proc/slabinfo) while N loopback
+        connections (2N sockets) are held, tcpmax load into tcpmax serve
     python bench/bench_load.py vs-c     --connections 100k --rounds 3 --server refserve
         tcpmax load vs ../shared/bench/refconnect.c (a C client, 8 processes) into the same
         server (refserve.c, or `--server tcpmax` for tcpmax serve), rounds interleaved;
@@ -205,6 +208,63 @@ def bench_million(n: int) -> None:
         serve.wait(120)
 
 
+def read_slabinfo() -> dict[str, tuple[int, int]]:
+    """(active objects x object size, slab pages x page size) per cache, in bytes."""
+    out: dict[str, tuple[int, int]] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for line in Path("/proc/slabinfo").read_text().splitlines()[2:]:
+        f = line.split()
+        name, active, size, pages_per_slab, slabs = f[0], int(f[1]), int(f[3]), int(f[5]), \
+            int(f[14])
+        out[name] = (active * size, slabs * pages_per_slab * page)
+    return out
+
+
+def bench_slab(steps: list[int]) -> None:
+    """Slab growth by cache per socket while N connections are held (host-wide counters:
+    run it on a quiet machine; other programs' sockets would be counted too)."""
+    for n in steps:
+        with Server(ServeConfig(ports=(0,), max_connections=n + 10_000)) as server:
+            address = server.addresses[0]
+            time.sleep(1.0)
+            before = read_slabinfo()
+            meminfo0 = Path("/proc/meminfo").read_text()
+            seen: dict[str, dict[str, tuple[int, int]]] = {}
+
+            def at_peak(_t: float, server: Server = server, n: int = n,
+                        seen: dict[str, dict[str, tuple[int, int]]] = seen) -> float:
+                deadline = time.monotonic() + 120
+                while server.stats().open < n and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(1.0)
+                seen["after"] = read_slabinfo()
+                return time.monotonic()
+
+            result = LoadRun(LoadConfig((Endpoint(*address),), n, hold=1)).run(
+                release_at=at_peak)
+            after = seen["after"]
+            sockets = 2 * result.peak_established
+            rows = []
+            for name, (objs, pages) in after.items():
+                objs0, pages0 = before.get(name, (0, 0))
+                if pages - pages0 > sockets * 8:      # caches that grew > 8 B per socket
+                    rows.append({"cache": name,
+                                 "objects_bytes_per_socket": round((objs - objs0) / sockets, 1),
+                                 "slab_bytes_per_socket": round((pages - pages0) / sockets, 1)})
+            rows.sort(key=lambda r: -float(r["slab_bytes_per_socket"]))  # type: ignore[arg-type]
+            total_pages = sum(p for _o, p in after.values()) - sum(p for _o, p in before.values())
+            total_objs = sum(o for o, _p in after.values()) - sum(o for o, _p in before.values())
+            emit({"bench": "slab", "connections": n, "established": result.peak_established,
+                  "sockets": sockets, "server_workers": len(server.worker_pids()),
+                  "load_workers": result.workers,
+                  "slab_bytes_per_socket": round(total_pages / sockets, 1),
+                  "objects_bytes_per_socket": round(total_objs / sockets, 1),
+                  "meminfo_slab_before": next(line for line in meminfo0.splitlines()
+                                              if line.startswith("Slab:")),
+                  "caches": rows})
+            wait_server_empty(server)
+
+
 REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "bench"
 
 
@@ -324,7 +384,9 @@ def bench_vs_c(n: int, rounds: int, server_kind: str, procs: int = 8) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["ramp", "strategy", "million", "ws", "vs-c"])
+    p.add_argument("which", choices=["ramp", "strategy", "million", "ws", "vs-c", "slab"])
+    p.add_argument("--at", default="100k,500k", metavar="N,N,...",
+                   help="slab: the connection counts to hold, one after another")
     p.add_argument("--server", choices=["refserve", "tcpmax"], default="refserve",
                    help="vs-c: the server both clients connect to")
     p.add_argument("--connections", default="100k", type=parse_count)
@@ -340,6 +402,8 @@ def main() -> None:
         bench_strategy(a.connections, a.sources, a.rounds)
     elif a.which == "ws":
         bench_ws(a.connections, a.rounds)
+    elif a.which == "slab":
+        bench_slab([parse_count(t) for t in a.at.split(",")])
     elif a.which == "vs-c":
         bench_vs_c(a.connections, a.rounds, a.server)
     else:
