@@ -35,7 +35,6 @@ class Opening(Protocol):
     """What the worker asks of an opening exchange."""
 
     awaits_reply: bool      # False: the connection is established once the request is sent
-    hist_name: str          # which histogram times the reply: "ws" or "reply"
 
     def request(self, fd: int) -> bytes:
         """The bytes to send first (may be empty: a server that speaks first)."""
@@ -59,8 +58,6 @@ class Opening(Protocol):
 
 class ReplyClient:
     """`--first-message` and `--expect` for one worker's connections."""
-
-    hist_name = "reply"
 
     def __init__(self, first_message: bytes | None, expect: bytes | None) -> None:
         self.message = first_message or b""

@@ -64,7 +64,6 @@ class WsClient:
     """The WebSocket state of one worker's connections (an `engine.opening.Opening`)."""
 
     awaits_reply = True
-    hist_name = "ws"
 
     def __init__(self, options: WsOptions, fd_limit: int) -> None:
         extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in options.headers]
