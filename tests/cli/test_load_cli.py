@@ -105,3 +105,12 @@ def test_an_unexpected_reply_carries_its_sample_in_json():
                        "--quiet", "--first-message", HTTP_GET, "--expect", "HTTP/1.1 200")
     error = json.loads(done.stdout)["errors"][0]
     assert error["name"] == "UNEXPECTED_REPLY" and error["sample"].startswith("HTTP/1.1 404")
+
+
+def test_the_summary_times_the_expected_reply():
+    with reply_server("banner", "SSH-2.0-test\r\n") as (host, port):
+        done = _tcpmax("load", f"{host}:{port}", "-n", "5", "--hold", "0s", "--quiet",
+                       "--expect", "SSH-2.0-")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stderr.splitlines() if "expected reply" in line)
+    assert "p50" in row and "5 matched" in row
