@@ -213,19 +213,17 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         started[fd] = now
         request = opening.request(fd)
         if request:
-            unsent[fd] = request
-            flush_opening(fd)
+            write_opening(fd, request)
         else:                       # --expect alone: the server speaks first
             ep.modify(fd, EPOLLIN | EPOLLRDHUP)
 
-    def flush_opening(fd: int) -> None:
-        """Write what is left of the request; a short write waits for EPOLLOUT (a long
-        --first-message or upgrade; the usual request fits an empty send buffer at once).
-        The reply is read only once the request is whole: a server that closes meanwhile
-        fails the write, one that stops reading runs into the timeout."""
+    def write_opening(fd: int, data: bytes) -> None:
+        """Write the request, or what is left of it; a short write keeps the rest in `unsent`
+        and waits for EPOLLOUT (a long --first-message or upgrade: the usual request fits an
+        empty send buffer at once). The reply is read only once the request is whole: a
+        server that closes meanwhile fails the write, one that stops reading times out."""
         nonlocal bytes_out, in_flight, awaiting
         assert opening is not None
-        data = unsent[fd]
         try:
             n = write(fd, data)
         except BlockingIOError:
@@ -236,11 +234,11 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         if count_opening:
             bytes_out += n
         if n < len(data):
-            if n:
-                unsent[fd] = data[n:]
+            unsent[fd] = data[n:]
             ep.modify(fd, EPOLLOUT)
             return
-        del unsent[fd]
+        if unsent:
+            unsent.pop(fd, None)
         if opening.awaits_reply:
             ep.modify(fd, EPOLLIN | EPOLLRDHUP)
         else:                       # --first-message alone: sent is established
@@ -393,7 +391,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 handshake(fd)
             elif st == OPENING:
                 if unsent and fd in unsent:
-                    flush_opening(fd)
+                    write_opening(fd, unsent[fd])
                 else:
                     opening_answer(fd)
             elif st == ESTABLISHED:
