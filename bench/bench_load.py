@@ -5,6 +5,9 @@
     python bench/bench_load.py ramp     --connections 20k --against /tmp/base/src
         ... and also tcpmax load from another source tree (a baseline commit, extracted
         with `git archive COMMIT src | tar -x -C /tmp/base`), rounds interleaved
+    python bench/bench_load.py ramp     --connections 20k --first
+        ... and also, into `serve --mode echo`, plain TCP vs --first-message/--expect (each
+        connection counted once its echo came back), rounds interleaved
     python bench/bench_load.py ws       --connections 20k --rounds 3
         ws:// into `serve --mode ws` vs plain TCP into `serve --mode hold`, rounds interleaved
     python bench/bench_load.py strategy --connections 100k --sources 4
@@ -25,6 +28,7 @@ Loopback only; every run is bounded and stops by itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -76,13 +80,37 @@ def ramp_with_source(src: str, address: tuple[str, int], n: int) -> dict[str, fl
     return result
 
 
-def bench_ramp(n: int, rounds: int, against: str | None = None) -> None:
+FIRST = b"HELLO tcpmax\r\n"
+FIRST_PAIR = ("plain into serve --mode echo", "--first-message/--expect into serve --mode echo")
+
+
+def ramp_first(echo: Server, n: int, round_no: int,
+               times: dict[str, list[float]]) -> None:
+    """Plain TCP, then a first message whose echo is expected, into one echo server (the
+    order swapped each round): what the opening exchange costs the ramp."""
+    for label in FIRST_PAIR if round_no % 2 == 0 else reversed(FIRST_PAIR):
+        opening = label.startswith("--first")
+        result = LoadRun(LoadConfig((Endpoint(*echo.addresses[0]),), n, hold=0,
+                                    first_message=FIRST if opening else None,
+                                    expect=FIRST if opening else None)).run()
+        times[label].append(result.ramp_seconds)
+        emit({"bench": "ramp", "client": label, "connections": n,
+              "established": result.peak_established, "seconds": result.ramp_seconds,
+              "errors": result.error_counts, "reply_us": result.reply_latency_us})
+        wait_server_empty(echo)
+
+
+def bench_ramp(n: int, rounds: int, against: str | None = None, first: bool = False) -> None:
     times: dict[str, list[float]] = {"tcpmax load": [], "raw epoll loop": []}
     own_src = str(Path(__file__).resolve().parent.parent / "src")
     if against is not None:
         times["tcpmax load (this tree, subprocess)"] = []
         times["tcpmax load (--against)"] = []
-    with Server(ServeConfig(ports=(0,), max_connections=n + 10_000)) as server:
+    if first:
+        times.update({label: [] for label in FIRST_PAIR})
+    with Server(ServeConfig(ports=(0,), max_connections=n + 10_000)) as server, \
+            (Server(ServeConfig(mode=Mode.ECHO, ports=(0,), max_connections=n + 10_000))
+             if first else contextlib.nullcontext()) as echo:
         address = server.addresses[0]
         for _ in range(rounds):
             t0 = time.perf_counter()
@@ -109,6 +137,8 @@ def bench_ramp(n: int, rounds: int, against: str | None = None) -> None:
                     emit({"bench": "ramp", "client": label, "src": src, "connections": n,
                           **r})
                     wait_server_empty(server)
+            if echo is not None:
+                ramp_first(echo, n, _, times)
     med = {k: statistics.median(v) for k, v in times.items()}
     summary: dict[str, object] = {
         "bench": "ramp", "summary": True,
@@ -117,6 +147,8 @@ def bench_ramp(n: int, rounds: int, against: str | None = None) -> None:
     if against is not None:
         summary["this_tree_vs_against"] = round(med["tcpmax load (--against)"]
                                                 / med["tcpmax load (this tree, subprocess)"], 3)
+    if first:
+        summary["first_vs_plain"] = round(med[FIRST_PAIR[0]] / med[FIRST_PAIR[1]], 3)
     emit(summary)
 
 
@@ -394,10 +426,13 @@ def main() -> None:
     p.add_argument("--sources", type=int, default=4)
     p.add_argument("--against", default=None, metavar="SRC",
                    help="ramp: also time tcpmax load from this source tree (its src/)")
+    p.add_argument("--first", action="store_true",
+                   help="ramp: also time --first-message/--expect against plain TCP, both "
+                        "into serve --mode echo")
     a = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if a.which == "ramp":
-        bench_ramp(a.connections, a.rounds, a.against)
+        bench_ramp(a.connections, a.rounds, a.against, a.first)
     elif a.which == "strategy":
         bench_strategy(a.connections, a.sources, a.rounds)
     elif a.which == "ws":

@@ -125,3 +125,27 @@ def ws_server(*args: str) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@contextmanager
+def reply_server(*args: str) -> Iterator[tuple[str, int]]:
+    """A server of tests/reply_peer.py (`http 200`, `banner TEXT`, `close`) in a child process
+    on 127.0.0.1; it exits when the block ends, because its stdin closes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.reply_peer", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield "127.0.0.1", port
+    finally:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

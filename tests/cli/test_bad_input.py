@@ -257,3 +257,30 @@ def test_insecure_and_ca_together_are_refused(tmp_path):
     code, err = finish(spawn("load", f"tls://127.0.0.1:{free_port()}", "-n", "1",
                              "--ca", str(ca), "--insecure"))
     assert code == 2 and "--insecure checks no certificate" in err
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--first-message", "", "the text is empty"),
+    ("--expect", "HTTP/1.1 \\q", "unknown escape \\q at character 10"),
+    ("--first-message", "\\x4", "two hex digits"),
+    ("--first-message", "@/nonexistent/request.bin", "cannot read '/nonexistent/request.bin'"),
+    ("--expect", "@", "give a file after @"),
+    ("--first-message", "@{tmp}", "Is a directory"),
+    ("--first-message", "@{tmp}/empty.bin", "is empty"),
+    ("--expect", "@{tmp}/big.bin", "longer than 65,536 bytes"),
+])
+def test_a_first_message_or_expect_that_cannot_be_sent_is_refused(option, value, words,
+                                                                  tmp_path):
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "big.bin").write_bytes(b"x" * 65537)
+    code, err = finish(spawn("load", f"127.0.0.1:{free_port()}", "-n", "1",
+                             option, value.format(tmp=tmp_path)))
+    assert code == 2 and option in err and words in err
+
+
+@pytest.mark.parametrize("option", ["--first-message", "--expect"])
+def test_a_first_message_or_expect_with_a_websocket_target_is_refused(option):
+    code, err = finish(spawn("load", f"ws://127.0.0.1:{free_port()}/", "-n", "1",
+                             option, "hello"))
+    assert code == 2
+    assert f"{option} does not go with ws:// or wss://" in err and "--message" in err

@@ -163,6 +163,13 @@ def test_a_plain_tcp_echo_server_is_named_not_http():
     assert "not HTTP" in result.errors[0].meaning
 
 
+def test_an_answer_that_is_not_http_is_shown_as_the_server_sent_it():
+    with plain_server(processes=1, echo=True) as address:
+        result = ws_load(address, 3, path="/echoed")
+    sample = result.errors[0].sample
+    assert sample is not None and sample.startswith("GET /echoed HTTP/1.1\\r\\n")
+
+
 def test_wss_completes_tls_then_the_upgrade_both_timed(tmp_path):
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))

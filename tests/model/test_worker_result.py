@@ -87,3 +87,9 @@ def test_a_result_with_tls_and_websocket_upgrade_times_survives_the_round_trip()
     full = WorkerResult({"WS_HTTP_403": 2}, 5, 5, {"127.0.0.2": 5}, _histogram(90),
                         tls_hist=_histogram(700), ws_hist=_histogram(300, 400))
     assert decode_worker_result(encode_worker_result(full)) == full
+
+
+def test_reply_latencies_and_failure_samples_survive_the_round_trip():
+    full = WorkerResult({"UNEXPECTED_REPLY": 3}, 0, 0, {}, _histogram(90),
+                        reply_hist=_histogram(250), samples={"UNEXPECTED_REPLY": "HTTP/1.1 404"})
+    assert decode_worker_result(encode_worker_result(full)) == full

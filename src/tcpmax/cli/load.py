@@ -7,6 +7,7 @@ import re
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -15,6 +16,7 @@ from rich.text import Text
 from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import CONNECT_TIMEOUT, COUNT, HOLD, RATE, SIZE, refuse_unused
 from tcpmax.engine.loader import LoadError, LoadProgress, LoadResult, LoadRun
+from tcpmax.model.first_message import MAX_FIRST_MESSAGE, EscapeError, parse_escapes
 from tcpmax.model.load import (
     CloseMode,
     Endpoint,
@@ -91,6 +93,45 @@ def parse_headers(texts: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
                                      param_hint="--header")
         out.append((name.strip(), value.strip()))
     return tuple(out)
+
+
+class OpeningBytes(click.ParamType[bytes, Any]):
+    """``--first-message`` / ``--expect``: text with C escapes, or ``@FILE`` for a file's bytes;
+    never empty, at most MAX_FIRST_MESSAGE bytes. Read while the options are parsed, so a bad
+    value exits 2 before anything starts."""
+
+    name = "TEXT|@FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        text = str(value)
+        if text.startswith("@"):
+            path = text[1:]
+            if not path:
+                self.fail("give a file after @ (@request.bin)", param, ctx)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(MAX_FIRST_MESSAGE + 1)
+            except (OSError, ValueError) as exc:
+                self.fail(f"cannot read {shown(path)}: "
+                          f"{getattr(exc, 'strerror', None) or exc}", param, ctx)
+            where = shown(path)
+        else:
+            try:
+                data = parse_escapes(text)
+            except EscapeError as exc:
+                self.fail(str(exc), param, ctx)
+            where = "the text"
+        if not data:
+            self.fail(f"{where} is empty: give the bytes to send or to expect", param, ctx)
+        if len(data) > MAX_FIRST_MESSAGE:
+            self.fail(f"{where} is longer than {MAX_FIRST_MESSAGE:,} bytes", param, ctx)
+        return data
+
+
+OPENING_BYTES = OpeningBytes()
 
 
 def _is_ip(text: str) -> bool:
@@ -192,6 +233,10 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
         rows.append(("WebSocket upgrade", f"p50 {w['p50']:,} us, p99 {w['p99']:,} us; "
                                           f"{format_count(r.ws_handshakes)} at "
                                           f"{r.ws_handshake_rate:,.0f}/s"))
+    if r.reply_latency_us:
+        e = r.reply_latency_us
+        rows.append(("expected reply", f"p50 {e['p50']:,} us, p99 {e['p99']:,} us; "
+                                       f"{format_count(r.replies)} matched"))
     if r.message_latency_us:
         m = r.message_latency_us
         rows.append(("message latency", f"p50 {m['p50']:,} us, p99 {m['p99']:,} us "
@@ -219,9 +264,11 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
     ]
     for row in rows:
         t.add_row(*row)
-    for e in r.errors:
-        t.add_row(Text(f"{e.name} x {e.count:,}", style="red"),
-                  f"{e.meaning}. Advice: {e.advice}")
+    for err in r.errors:
+        t.add_row(Text(f"{err.name} x {err.count:,}", style="red"),
+                  f"{err.meaning}. Advice: {err.advice}")
+        if err.sample:
+            t.add_row("  the server sent", err.sample)
     return t
 
 
@@ -275,6 +322,18 @@ def _summary(r: LoadResult, fixed_message: bool = False) -> Table:
               help="ws:// targets: offer this subprotocol (Sec-WebSocket-Protocol).")
 @click.option("--binary", is_flag=True,
               help="ws:// targets: send messages as binary frames [default: text].")
+@click.option("--first-message", type=OPENING_BYTES, default=None,
+              help="Send these bytes once on each connection as soon as it is ready (TCP "
+                   "connected; TLS done for tls://), e.g. an HTTP request or an MQTT "
+                   "CONNECT. C escapes (\\r \\n \\t \\0 \\xHH \\NNN \\\\), or @FILE "
+                   "for a file's bytes; at most 64 KiB. Not with ws:// or wss://: the upgrade "
+                   "request is their first message (send frames with --message).")
+@click.option("--expect", type=OPENING_BYTES, default=None,
+              help="Count a connection as established only when the server's reply starts "
+                   "with these bytes (same syntax), within --connect-timeout; the time to it "
+                   "is reported. Alone, it waits for a server that speaks first (SMTP, SSH "
+                   "banners). Failures: UNEXPECTED_REPLY (with a sample of the reply), "
+                   "CLOSED_BEFORE_REPLY, REPLY_TIMEOUT. Later bytes are read and dropped.")
 @click.option("--min-free", type=SIZE, default=None, metavar="SIZE",
               help="Stop opening new connections when MemAvailable falls below this; the "
                    "ones open are held and closed as usual, and the result says 'memory "
@@ -292,7 +351,8 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
          message_size: int, close: str, port_strategy: str, workers: int | None,
          ca: Path | None, insecure: bool, sni: str | None, alpn: str | None,
          header: tuple[str, ...], subprotocol: str | None, binary: bool,
-         min_free: int | None, cluster: str | None, per_machine: bool, as_json: bool,
+         first_message: bytes | None, expect: bytes | None, min_free: int | None,
+         cluster: str | None, per_machine: bool, as_json: bool,
          quiet: bool) -> None:
     """Open and hold N connections to TARGET(s), and name every failure.
 
@@ -312,6 +372,9 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
       tcpmax load 127.0.0.1:9000 -n 10k --message-rate 5k --hold 20s   # echo latency
       tcpmax load tls://localhost:9443 -n 10k --ca ca.pem          # TLS, handshakes timed
       tcpmax load ws://127.0.0.1:9000/chat -n 20k --message-rate 2k  # WebSocket echo
+      tcpmax load 127.0.0.1:8080 -n 10k --expect 'HTTP/1.1 200' \\
+          --first-message 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'  # HTTP: each one answered
+      tcpmax load 127.0.0.1:2525 -n 5k --expect '220 '     # a server that speaks first
       tcpmax load 10.0.0.5:9000 -n 3M --cluster tcp://10.0.0.2:8786  # over a Dask cluster
     """
     err = stderr_console()
@@ -322,6 +385,11 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
     scheme, plain, typed_name = split_scheme(targets)
     tls = ws = None
     if scheme in ("ws", "wss"):
+        if first_message is not None or expect is not None:
+            raise click.UsageError(
+                f"{'--first-message' if first_message is not None else '--expect'} does not go "
+                "with ws:// or wss://: the upgrade request is their first message and its "
+                "101 the expected reply (checked strictly); send frames with --message")
         try:
             ws = WsOptions(host=targets[0].partition("://")[2].partition("/")[0],
                            path=ws_path(targets), headers=parse_headers(header),
@@ -347,7 +415,8 @@ def load(targets: tuple[str, ...], connections: int, source: str, rate: int,
                          message=message.encode() if message is not None else None,
                          message_rate=float(message_rate), message_size=message_size,
                          close=CloseMode(close), port_strategy=PortStrategy(port_strategy),
-                         workers=workers, min_free=min_free, tls=tls, ws=ws)
+                         workers=workers, min_free=min_free, tls=tls, ws=ws,
+                         first_message=first_message, expect=expect)
         if cluster is not None:
             from tcpmax.cli.load_cluster import load_on_cluster
             load_on_cluster(cfg, cluster, per_machine=per_machine, as_json=as_json,

@@ -11,10 +11,13 @@ Per-connection state is flat arrays keyed by fd: a state byte, the connect start
 index of its source IP. Probes (echo latency) carry their send time, so no per-message state
 is kept either.
 
-TLS (`tls://`, `wss://`) adds a handshake state after the connect (engine/tls.py); WebSocket
-(`ws://`, `wss://`) adds an upgrade state after that (engine/ws_client.py: its key and answer
-buffer live only until the answer is judged). Plain runs take neither branch: one `is None`
-test per connect and per read.
+TLS (`tls://`, `wss://`) adds a handshake state after the connect (engine/tls.py). An opening
+exchange adds one state after that (OPENING, engine/opening.py): the WebSocket upgrade
+(`ws://`, `wss://`; engine/ws_client.py) or `--first-message` / `--expect`. Either sends its
+request once the connection is ready, and the connection counts as established when the
+reply is judged good; what is kept for it (a key, a reply cut short, a request too long
+for one write) lives only until then. Plain runs take neither branch: one `is None` test per
+connect and per read.
 
 Phases: ramp (until every share was attempted and nothing is in flight), then wait for the
 supervisor's release time (all workers hold together for --hold), then close (RST by
@@ -37,11 +40,13 @@ from contextlib import suppress
 from hdrh.histogram import HdrHistogram
 
 from tcpmax.engine.counters import Col, CounterTable
+from tcpmax.engine.opening import Opening, OpeningFailure, ReplyClient
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
 from tcpmax.engine.tls import DONE as TLS_DONE
 from tcpmax.engine.tls import TlsClient, TlsFailure
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
-from tcpmax.engine.ws_client import PROBE_MIN, WsClient, WsFailure, probe_sent_ns
+from tcpmax.engine.ws_client import PROBE_MIN, WsClient, probe_sent_ns
+from tcpmax.model.first_message import show_bytes
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 from tcpmax.model.worker_result import WorkerResult, encode_worker_result
 from tcpmax.model.ws import FrameError, Opcode, peer_close_code
@@ -50,7 +55,7 @@ __all__ = ["CONTROL_RELEASE_MS", "CONTROL_STOP_OPENING", "new_histogram", "run_l
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
-FREE, CONNECTING, ESTABLISHED, HANDSHAKING, UPGRADING = 0, 1, 2, 3, 4
+FREE, CONNECTING, ESTABLISHED, HANDSHAKING, OPENING = 0, 1, 2, 3, 4
 TICK = 0.05
 CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
 CONTROL_STOP_OPENING = 1   # column of the control row: non-zero = open no more (memory floor)
@@ -99,10 +104,17 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     tls_hist = new_histogram()
     # WebSocket runs send an upgrade after connect (and TLS); plain runs keep ws None.
     ws = WsClient(cfg.ws, fd_limit) if cfg.ws is not None else None
-    ws_hist = new_histogram()
     ws_pad = b"." * (cfg.message_size - PROBE_MIN)
     graceful_ws = ws is not None and not reset
-    named_errors: dict[str, int] = {}     # failures after connect: TLS_*, WS_*
+    # The opening exchange: the upgrade, or --first-message / --expect; None for plain runs.
+    opening: Opening | None = ws
+    if cfg.first_message is not None or cfg.expect is not None:
+        opening = ReplyClient(cfg.first_message, cfg.expect)
+    opening_hist = new_histogram()
+    count_opening = ws is None          # first messages and replies count as bytes; upgrades not
+    unsent: dict[int, bytes] = {}       # fd -> the rest of a request one write did not take
+    named_errors: dict[str, int] = {}     # failures after connect: TLS_*, WS_*, *_REPLY
+    samples: dict[str, str] = {}          # failure name -> what the server sent, the first time
 
     todo = _attempts(shares, sources, ports)
     exhausted = not shares
@@ -113,7 +125,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     sending = cfg.message_rate > 0
     cursor = 0
     in_flight = attempted = connected = failed = n_open = peer_closed = 0
-    upgrading = 0     # of in_flight: connected, waiting for the upgrade's answer (not a connect)
+    awaiting = 0      # of in_flight: connected, in the opening exchange (not a connect)
     peak_open = 0
     bytes_in = bytes_out = sent = received = 0
     ramp_done = False
@@ -136,18 +148,25 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         """Close a connection and forget every trace of it (off the hot path)."""
         state[fd] = FREE
         close(fd)
-        if ws is not None:
-            ws.forget(fd)
+        if opening is not None:
+            opening.forget(fd)
+            if unsent:
+                unsent.pop(fd, None)
 
-    def named_fail(fd: int, name: str) -> None:
-        nonlocal failed, in_flight, upgrading
-        if state[fd] == UPGRADING:
-            upgrading -= 1
+    def named_fail(fd: int, name: str, sample: bytes | None = None) -> None:
+        nonlocal failed, in_flight, awaiting
+        if state[fd] == OPENING:
+            awaiting -= 1
         free(fd)
         in_flight -= 1
         failed += 1
         named_errors[name] = named_errors.get(name, 0) + 1
         row[Col.ERR_OTHER] += 1
+        if sample is not None and name not in samples:
+            samples[name] = show_bytes(sample)
+
+    def opening_failed(fd: int, exc: OpeningFailure) -> None:
+        named_fail(fd, exc.name, exc.sample)
 
     def established(fd: int, armed: bool = False) -> None:
         """`armed`: epoll already waits for EPOLLIN | EPOLLRDHUP (one syscall saved)."""
@@ -176,30 +195,60 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         if wanted == TLS_DONE:
             now = time.monotonic()
             tls_hist.record_value(max(1, int((now - started[fd]) * 1e6)))
-            if ws is not None:
-                upgrade(fd, now)
+            if opening is not None:
+                send_opening(fd, now)
             else:
                 in_flight -= 1
                 established(fd)
         else:
             ep.modify(fd, wanted)
 
-    def upgrade(fd: int, now: float) -> None:
-        """Send the WebSocket upgrade request (only ws:// and wss:// runs come here)."""
-        nonlocal upgrading
-        assert ws is not None
-        upgrading += 1
-        state[fd] = UPGRADING
+    def send_opening(fd: int, now: float) -> None:
+        """Start the opening exchange of a ready connection (only runs with one come here):
+        send its request, then wait for the reply (or count it established if none is due)."""
+        nonlocal awaiting
+        assert opening is not None
+        awaiting += 1
+        state[fd] = OPENING
         started[fd] = now
-        try:
-            write(fd, ws.request(fd))   # ~200 bytes into an empty send buffer: never short
+        request = opening.request(fd)
+        if request:
+            write_opening(fd, request)
+        else:                       # --expect alone: the server speaks first
             ep.modify(fd, EPOLLIN | EPOLLRDHUP)
-        except OSError:
-            named_fail(fd, "WS_CLOSED_IN_HANDSHAKE")
 
-    def upgrade_answer(fd: int) -> None:
-        nonlocal in_flight, upgrading
-        assert ws is not None
+    def write_opening(fd: int, data: bytes) -> None:
+        """Write the request, or what is left of it; a short write keeps the rest in `unsent`
+        and waits for EPOLLOUT (a long --first-message or upgrade: the usual request fits an
+        empty send buffer at once). The reply is read only once the request is whole: a
+        server that closes meanwhile fails the write, one that stops reading times out."""
+        nonlocal bytes_out, in_flight, awaiting
+        assert opening is not None
+        try:
+            n = write(fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            opening_failed(fd, opening.closed(fd))
+            return
+        if count_opening:
+            bytes_out += n
+        if n < len(data):
+            unsent[fd] = data[n:]
+            ep.modify(fd, EPOLLOUT)
+            return
+        if unsent:
+            unsent.pop(fd, None)
+        if opening.awaits_reply:
+            ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+        else:                       # --first-message alone: sent is established
+            in_flight -= 1
+            awaiting -= 1
+            established(fd)
+
+    def opening_answer(fd: int) -> None:
+        nonlocal in_flight, awaiting, bytes_in
+        assert opening is not None
         try:
             data = recv(fd, 65536)
         except BlockingIOError:
@@ -207,20 +256,22 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         except OSError:
             data = b""
         if not data:
-            named_fail(fd, "WS_CLOSED_IN_HANDSHAKE")
+            opening_failed(fd, opening.closed(fd))
             return
+        if count_opening:
+            bytes_in += len(data)
         try:
-            rest = ws.answer(fd, data)
-        except WsFailure as exc:
-            named_fail(fd, exc.name)
+            rest = opening.answer(fd, data)
+        except OpeningFailure as exc:
+            opening_failed(fd, exc)
             return
         if rest is None:
             return
-        ws_hist.record_value(max(1, int((time.monotonic() - started[fd]) * 1e6)))
+        opening_hist.record_value(max(1, int((time.monotonic() - started[fd]) * 1e6)))
         in_flight -= 1
-        upgrading -= 1
+        awaiting -= 1
         established(fd, armed=True)
-        if rest:
+        if rest and ws is not None:
             on_frames(fd, rest)
 
     def lost(fd: int) -> None:
@@ -265,14 +316,14 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
 
     while True:
         now = time.monotonic()
-        # Start connects: window and rate permitting. Upgrades waiting for their answer are
-        # in flight but not connects: they do not hold the window (the server's answer
-        # takes a round trip and its CPU; counting them halved the ws ramp, measured).
-        if not exhausted and not stopping and in_flight - upgrading < cfg.window:
+        # Start connects: window and rate permitting. Opening exchanges waiting for their
+        # reply are in flight but not connects: they do not hold the window (the server's
+        # answer takes a round trip and its CPU; counting them halved the ws ramp, measured).
+        if not exhausted and not stopping and in_flight - awaiting < cfg.window:
             if table.get(control, Col(CONTROL_STOP_OPENING)):
                 exhausted = True      # the memory floor: hold what is open, open no more
                 continue
-            for _ in range(bucket.take(cfg.window - in_flight + upgrading, now)):
+            for _ in range(bucket.take(cfg.window - in_flight + awaiting, now)):
                 try:
                     src_index, src, addr, port = next(todo)
                 except StopIteration:
@@ -326,11 +377,11 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 t = time.monotonic()
                 connect_hist.record_value(max(1, int((t - started[fd]) * 1e6)))
                 if tls is None:
-                    if ws is None:
+                    if opening is None:
                         in_flight -= 1
                         established(fd)
-                    else:            # in flight until the upgrade is answered
-                        upgrade(fd, t)
+                    else:            # in flight until the opening exchange is done
+                        send_opening(fd, t)
                 else:                # in flight until the TLS handshake is done
                     state[fd] = HANDSHAKING
                     started[fd] = t
@@ -338,8 +389,11 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     handshake(fd)
             elif st == HANDSHAKING:
                 handshake(fd)
-            elif st == UPGRADING:
-                upgrade_answer(fd)
+            elif st == OPENING:
+                if unsent and fd in unsent:
+                    write_opening(fd, unsent[fd])
+                else:
+                    opening_answer(fd)
             elif st == ESTABLISHED:
                 try:
                     data = recv(fd, 65536)
@@ -387,12 +441,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     if started[fd] < cutoff:
                         named_fail(fd, "TLS_HANDSHAKE_TIMEOUT")
                     fd = state.find(HANDSHAKING, fd + 1)
-            if ws is not None:
-                fd = state.find(UPGRADING)
+            if opening is not None:
+                fd = state.find(OPENING)
                 while fd != -1:
                     if started[fd] < cutoff:
-                        named_fail(fd, "WS_HANDSHAKE_TIMEOUT")
-                    fd = state.find(UPGRADING, fd + 1)
+                        opening_failed(fd, opening.timed_out(fd))
+                    fd = state.find(OPENING, fd + 1)
             next_timeout_scan = now + 0.1
         if sending and n_open and not stopping:
             for _ in range(msg_bucket.take(n_open, now)):
@@ -418,15 +472,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         release = table.get(control, Col(CONTROL_RELEASE_MS))
         finished = stopping or (ramp_done and release and now * 1000 >= release)
         if finished and in_flight:
-            for pending in (CONNECTING, HANDSHAKING, UPGRADING):
+            for pending in (CONNECTING, HANDSHAKING, OPENING):
                 fd = state.find(pending)
                 while fd != -1:
-                    state[fd] = FREE
-                    close(fd)
-                    if ws is not None:
-                        ws.forget(fd)
+                    free(fd)
                     fd = state.find(pending, fd + 1)
-            in_flight = upgrading = 0
+            in_flight = awaiting = 0
         if now >= next_flush or finished:
             flush_counters(row, now, (
                 (Col.OPEN, n_open), (Col.CONNECTED, connected), (Col.CONNECT_ERRORS, failed),
@@ -446,16 +497,19 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         close(fd)          # SO_LINGER 0 was set before connect when --close reset
         fd = state.find(ESTABLISHED, fd + 1)
     row[Col.OPEN] = 0
+    opened = opening is not None and opening_hist.get_total_count()
     result = WorkerResult(
         errors={**{errno.errorcode.get(k, str(k)): v for k, v in errors.items()},
                 **named_errors},
+        samples=samples,
         peak_open=peak_open,
         final_open=final_open,
         per_source=dict(zip(sources, peak_by_source, strict=True)),
         connect_hist=connect_hist.encode(),
         msg_hist=msg_hist.encode() if received else None,
         tls_hist=tls_hist.encode() if tls is not None and tls_hist.get_total_count() else None,
-        ws_hist=ws_hist.encode() if ws is not None and ws_hist.get_total_count() else None,
+        ws_hist=opening_hist.encode() if opened and ws is not None else None,
+        reply_hist=opening_hist.encode() if opened and ws is None else None,
     )
     os.set_blocking(result_w, True)
     view = memoryview(encode_worker_result(result))

@@ -84,11 +84,14 @@ class ErrorCount:
     count: int
     meaning: str
     advice: str
+    # What the server sent, for failures named by it (UNEXPECTED_REPLY, WS_NOT_HTTP): the
+    # first bytes of one such reply, escaped as --expect reads them (model.first_message).
+    sample: str | None = None
 
     @classmethod
-    def of(cls, name: str, count: int) -> ErrorCount:
+    def of(cls, name: str, count: int, sample: str | None = None) -> ErrorCount:
         known = classify_name(name)
-        return cls(name, count, known.meaning, known.advice)
+        return cls(name, count, known.meaning, known.advice, sample)
 
 
 @dataclass
@@ -142,12 +145,16 @@ class LoadResult:
     ws_handshake_latency_us: dict[str, int] | None = None
     ws_handshakes: int = 0
     ws_handshake_rate: float = 0.0
+    # --expect runs: time to the expected reply (from --first-message sent, or from the
+    # connection ready when the server speaks first), and how many matched.
+    reply_latency_us: dict[str, int] | None = None
+    replies: int = 0
     min_free_bytes: int = 0                 # the MemAvailable floor this run kept
     # MemAvailable when the floor stopped new connections; None if it never did.
     mem_available_at_floor_bytes: int | None = None
     curve: list[tuple[float, int]] = field(default_factory=list)
     # The merged HdrHistograms themselves (HdrHistogram's own base64 text, by "connect",
-    # "message", "tls"), so a run split over machines can merge exact percentiles
+    # "message", "tls", "ws", "reply"), so a run split over machines can merge exact percentiles
     # (engine/cluster.py). Added in tcpmax.load/1 without a bump: readers ignore new fields.
     histograms: dict[str, str] = field(default_factory=dict)
 
@@ -432,10 +439,13 @@ class LoadRun:
         rows = self.table.snapshot()[: plan.workers]
         total = CounterTable.total
         errors: dict[str, int] = {}
+        samples: dict[str, str] = {}
         per_source: dict[str, int] = {}
         for res in results:
             for name, count in res.errors.items():
                 errors[name] = errors.get(name, 0) + count
+            for name, sample in res.samples.items():
+                samples.setdefault(name, sample)
             for src, count in res.per_source.items():
                 per_source[src] = per_source.get(src, 0) + count
         final = sum(r.final_open for r in results)     # all held at the release time
@@ -459,9 +469,12 @@ class LoadRun:
                  "tls": merge_histograms([r.tls_hist for r in results
                                           if r.tls_hist is not None]),
                  "ws": merge_histograms([r.ws_hist for r in results
-                                         if r.ws_hist is not None])}
+                                         if r.ws_hist is not None]),
+                 "reply": merge_histograms([r.reply_hist for r in results
+                                            if r.reply_hist is not None])}
         tls_latency = percentiles(hists["tls"])
         ws_latency = percentiles(hists["ws"])
+        reply_latency = percentiles(hists["reply"])
         if stopped_by == "finished":
             stopped_by = "completed" if state.floor_hit is None else "memory floor"
         # Exact ramp: the workers stamp CLOCK_MONOTONIC (system-wide) at their last attempt.
@@ -481,7 +494,7 @@ class LoadRun:
             messages_sent=total(rows, Col.MSG_SENT), messages_received=total(rows, Col.MSG_RECV),
             bytes_sent=total(rows, Col.BYTES_OUT), bytes_received=total(rows, Col.BYTES_IN),
             peer_closed=total(rows, Col.PEER_CLOSED),
-            errors=[ErrorCount.of(name, count)
+            errors=[ErrorCount.of(name, count, samples.get(name))
                     for name, count in sorted(errors.items(), key=lambda kv: -kv[1])],
             per_source=per_source, client_rss_bytes=state.rss,
             client_private_bytes=state.private,
@@ -496,6 +509,8 @@ class LoadRun:
             ws_handshakes=ws_latency["count"] if ws_latency else 0,
             ws_handshake_rate=round((ws_latency["count"] if ws_latency else 0)
                                     / max(1e-6, state.ramp_done or time_to_peak), 1),
+            reply_latency_us=reply_latency,
+            replies=reply_latency["count"] if reply_latency else 0,
             mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600),
             histograms={name: h.encode().decode("ascii")
                         for name, h in hists.items() if h.get_total_count()})

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import random
 
+from tcpmax.engine.opening import OpeningFailure
+from tcpmax.model.first_message import SAMPLE_BYTES
 from tcpmax.model.load import WsOptions
 from tcpmax.model.ws import (
     MAX_HEAD,
@@ -44,12 +46,8 @@ _ACCEPT_LINE = b"\r\nsec-websocket-accept:"
 _SHAPES_MAX = 64
 
 
-class WsFailure(Exception):
+class WsFailure(OpeningFailure):
     """An upgrade that failed; `name` is its counter (WS_HTTP_403, WS_NOT_HTTP, ...)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
 
 
 def probe_sent_ns(payload: bytes) -> int:
@@ -63,7 +61,9 @@ def probe_sent_ns(payload: bytes) -> int:
 
 
 class WsClient:
-    """The WebSocket state of one worker's connections."""
+    """The WebSocket state of one worker's connections (an `engine.opening.Opening`)."""
+
+    awaits_reply = True
 
     def __init__(self, options: WsOptions, fd_limit: int) -> None:
         extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in options.headers]
@@ -98,7 +98,7 @@ class WsClient:
             if len(seen) >= MAX_HEAD or not (b"HTTP/1.1 "[:len(seen)] == seen[:9]
                                              or b"HTTP/1.0 "[:len(seen)] == seen[:9]):
                 del self.pending[fd]
-                raise WsFailure("WS_NOT_HTTP")
+                raise WsFailure("WS_NOT_HTTP", seen[:SAMPLE_BYTES + 1])
             self.pending[fd] = (key, seen)
             return None
         del self.pending[fd]
@@ -117,8 +117,9 @@ class WsClient:
         try:
             status, rest = check_response(seen, key)
         except HandshakeError as exc:
-            raise WsFailure("WS_BAD_ACCEPT" if exc.cause is HandshakeFailure.BAD_KEY
-                            else "WS_NOT_HTTP") from None
+            if exc.cause is HandshakeFailure.BAD_KEY:
+                raise WsFailure("WS_BAD_ACCEPT") from None
+            raise WsFailure("WS_NOT_HTTP", seen[:SAMPLE_BYTES + 1]) from None
         if status != 101:
             raise WsFailure(f"WS_HTTP_{status}")
         if shape:
@@ -144,6 +145,14 @@ class WsClient:
             state = next_message_state(state, f)
         self.message_state[fd] = state
         return frames
+
+    def closed(self, fd: int) -> WsFailure:
+        self.pending.pop(fd, None)
+        return WsFailure("WS_CLOSED_IN_HANDSHAKE")
+
+    def timed_out(self, fd: int) -> WsFailure:
+        self.pending.pop(fd, None)
+        return WsFailure("WS_HANDSHAKE_TIMEOUT")
 
     def forget(self, fd: int) -> None:
         """The connection is gone: drop what was kept for it."""

@@ -105,6 +105,26 @@ for _c in (
 ):
     KNOWN[_c.name] = _c
 
+# --first-message / --expect failures: the server did not give the reply that proves it
+# accepted the connection. The result carries a sample of what it sent instead.
+for _c in (
+    ErrorClass("UNEXPECTED_REPLY", "the server's reply does not start with the bytes "
+               "--expect asks for (the sample shows what it sent)",
+               "compare the sample with --expect: the server may want another first message "
+               "(path, Host header, protocol version, credentials), or --expect may ask for "
+               "more than the reply's first bytes (it must match from the first byte)"),
+    ErrorClass("CLOSED_BEFORE_REPLY", "the server closed the connection before sending the "
+               "reply --expect asks for (or before the first message was sent)",
+               "the server did not accept this first message or protocol: check it, and the "
+               "server's logs and limits"),
+    ErrorClass("REPLY_TIMEOUT", "no reply starting with the --expect bytes within the "
+               "connect timeout (the sample, if any, shows the part that came)",
+               "check that --first-message is complete for the protocol (an HTTP request ends "
+               "with \\r\\n\\r\\n) and that the server speaks first when --expect comes "
+               "alone; or raise --connect-timeout for a slow server"),
+):
+    KNOWN[_c.name] = _c
+
 _VERIFY_NAMES = {62: "TLS_CERT_WRONG_NAME", 64: "TLS_CERT_WRONG_NAME",
                  9: "TLS_CERT_EXPIRED", 10: "TLS_CERT_EXPIRED",
                  18: "TLS_CERT_UNTRUSTED", 19: "TLS_CERT_UNTRUSTED", 20: "TLS_CERT_UNTRUSTED",

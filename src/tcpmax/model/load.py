@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tcpmax.model.facts import PortRange
+from tcpmax.model.first_message import MAX_FIRST_MESSAGE
 from tcpmax.model.serve import plan_workers
 
 __all__ = [
@@ -169,7 +170,8 @@ class LoadConfig:
 
     Raises:
         ValueError: no endpoint, fewer than one connection, a negative rate or hold, a
-            message size outside 16-65536, or IPv4 mixed with IPv6.
+            message size outside 16-65536, an empty or oversized first message or expected
+            reply (or either with WebSocket), or IPv4 mixed with IPv6.
     """
 
     endpoints: tuple[Endpoint, ...]
@@ -188,6 +190,10 @@ class LoadConfig:
     min_free: int | None = None              # MemAvailable floor in bytes; None: the default
     tls: TlsOptions | None = None            # TLS on every connection (tls:// targets)
     ws: WsOptions | None = None              # the WebSocket upgrade (ws://, wss:// targets)
+    # Sent once when a connection is ready (after TLS); the connection counts as established
+    # only when the server's reply starts with `expect` (which may come alone: a banner).
+    first_message: bytes | None = None
+    expect: bytes | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -210,6 +216,15 @@ class LoadConfig:
                              "in all): add --message-rate, or leave --message out")
         if self.message is not None and len(self.message) > 65536:
             raise ValueError("--message is longer than 65,536 bytes")
+        for name, value in (("--first-message", self.first_message), ("--expect", self.expect)):
+            if value is not None and not value:
+                raise ValueError(f"{name} is empty: give the bytes, or leave it out")
+            if value is not None and len(value) > MAX_FIRST_MESSAGE:
+                raise ValueError(f"{name} is longer than {MAX_FIRST_MESSAGE:,} bytes")
+        if self.ws is not None and (self.first_message is not None or self.expect is not None):
+            raise ValueError("--first-message and --expect do not go with ws:// or wss://: the "
+                             "upgrade request is the first message and its 101 the expected "
+                             "reply; send frames after it with --message")
         families = {ipaddress.ip_address(e.host).version for e in self.endpoints}
         if len(families) > 1:
             raise ValueError("targets mix IPv4 and IPv6; run one load per family")

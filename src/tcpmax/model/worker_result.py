@@ -20,7 +20,7 @@ import binascii
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["WorkerResult", "decode_worker_result", "encode_worker_result"]
@@ -42,6 +42,10 @@ class WorkerResult:
         msg_hist: the same for echo round trips, or None when no message came back.
         tls_hist: the same for TLS handshakes (after the TCP connect), or None without TLS.
         ws_hist: the same for WebSocket upgrades (request sent to 101 checked), or None.
+        reply_hist: the same for expected replies (--first-message sent, or the connection
+            ready, to the reply matching --expect), or None.
+        samples: for failures named by what the server sent (UNEXPECTED_REPLY, ...), the
+            first such reply, printable and bounded (model.first_message.show_bytes).
     """
 
     errors: Mapping[str, int]
@@ -52,6 +56,8 @@ class WorkerResult:
     msg_hist: bytes | None = None
     tls_hist: bytes | None = None
     ws_hist: bytes | None = None
+    reply_hist: bytes | None = None
+    samples: Mapping[str, str] = field(default_factory=dict)
 
 
 def encode_worker_result(result: WorkerResult) -> bytes:
@@ -65,6 +71,8 @@ def encode_worker_result(result: WorkerResult) -> bytes:
         "msg_hist": _b64(result.msg_hist),
         "tls_hist": _b64(result.tls_hist),
         "ws_hist": _b64(result.ws_hist),
+        "reply_hist": _b64(result.reply_hist),
+        "samples": dict(result.samples),
     }).encode()
     return _LENGTH.pack(len(body)) + body
 
@@ -92,6 +100,8 @@ def decode_worker_result(data: bytes) -> WorkerResult | None:
             msg_hist=_unb64(raw["msg_hist"]),
             tls_hist=_unb64(raw.get("tls_hist")),
             ws_hist=_unb64(raw.get("ws_hist")),
+            reply_hist=_unb64(raw.get("reply_hist")),
+            samples=_texts(raw.get("samples", {})),
         )
     except (KeyError, TypeError, UnicodeDecodeError, binascii.Error,
             json.JSONDecodeError) as exc:
@@ -110,6 +120,12 @@ def _int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"expected a count, got {value!r}")
     return value
+
+
+def _texts(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise TypeError(f"expected texts by name, got {value!r}")
+    return {str(k): v for k, v in value.items()}
 
 
 def _counts(value: Any) -> dict[str, int]:
