@@ -393,7 +393,8 @@ def _fleet_evidence(f: dict[str, Any]) -> list[str]:
         "routes checked before any load (none via the host's default gateway): " + "; ".join(
             f"{r['from'].rpartition('-')[2]} -> {r['to']} dev {r['dev']} via {r['via']}"
             for r in f["routes"]),
-        f"client wall: {cw['host']} (port range {PORTS}, inside its namespace) asked "
+        f"client wall: {cw['host']} (port range "
+        f"{f['client_port_ranges'][cw['host']].replace(chr(9), '-')}, inside its namespace) asked "
         f"{cw['asked']:,}, held {cw['held']:,}; errors "
         f"{', '.join(f'{k} {v:,}' for k, v in cw['errors'].items()) or 'none'}",
         f"server wall: the host namespace asked {sw['host']} (--max-connections "
