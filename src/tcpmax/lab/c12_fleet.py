@@ -42,9 +42,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tcpmax.host.procfs import read_sysctl, write_sysctl
 from tcpmax.lab.common import Context, Outcome, Skip, Verdict
@@ -141,17 +143,24 @@ def check_route(netns: str | None, dst: str, devices: set[str],
 
 # ---------------------------------------------------------------- loads and samples
 
-def _start_load(netns: str | None, target: str, n: int,
-                hold: str = HOLD) -> subprocess.Popen[str]:
+@dataclass
+class _Load:
+    proc: subprocess.Popen[bytes]
+    out: IO[bytes]          # its JSON result: a file, never a pipe nobody reads while it runs
+
+
+def _start_load(netns: str | None, target: str, n: int, hold: str = HOLD) -> _Load:
     inside = ["ip", "netns", "exec", netns] if netns else []
-    return subprocess.Popen(
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _run_phase
+    proc = subprocess.Popen(
         [*inside, sys.executable, "-m", "tcpmax", "load", target, "-n", str(n), "--hold", hold,
          "--connect-timeout", "3s", "--json", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=out, stderr=subprocess.DEVNULL,
         start_new_session=True)          # its workers and it are one group to stop
+    return _Load(proc, out)
 
 
-def _stop_group(proc: subprocess.Popen[str]) -> None:
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -168,7 +177,7 @@ def _sample(servers: list[dict[str, Any]], balancer: str) -> dict[str, Any]:
             "conntrack_max": None if conntrack is None else conntrack[1]}
 
 
-def _run_phase(loads: dict[str, subprocess.Popen[str]], servers: list[dict[str, Any]],
+def _run_phase(loads: dict[str, _Load], servers: list[dict[str, Any]],
                balancer: str) -> dict[str, Any]:
     """Sample the servers and the balancer until every load is done; the sample where the
     servers held the most together, each server's own most, and each load's result."""
@@ -177,7 +186,7 @@ def _run_phase(loads: dict[str, subprocess.Popen[str]], servers: list[dict[str, 
     most = dict(best["open"])
     deadline = time.monotonic() + _LOAD_TIMEOUT
     try:
-        while any(p.poll() is None for p in loads.values()):
+        while any(load.proc.poll() is None for load in loads.values()):
             if time.monotonic() > deadline:
                 raise FleetError(f"loads still running after {_LOAD_TIMEOUT:.0f} s")
             now = _sample(servers, balancer)
@@ -186,12 +195,14 @@ def _run_phase(loads: dict[str, subprocess.Popen[str]], servers: list[dict[str, 
             most = {k: max(v, now["open"][k]) for k, v in most.items()}
             time.sleep(_SAMPLE_EVERY)
         results = {}
-        for label, proc in loads.items():
-            out = proc.communicate()[0]
+        for label, load in loads.items():
+            load.out.seek(0)
+            out = load.out.read()
             results[label] = json.loads(out) if out.strip() else None
     finally:
-        for proc in loads.values():
-            _stop_group(proc)
+        for load in loads.values():
+            _stop_group(load.proc)
+            load.out.close()
     clients = {}
     for label, doc in results.items():
         if doc is None:
