@@ -3,6 +3,7 @@ keeps every load inside the fleet, and (root) the experiment run for real, leavi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -169,4 +170,44 @@ def test_measured_in_the_fleet_lab_it_is_confirmed_and_leaves_nothing(tmp_path: 
                                       check=True).stdout)
     assert [link["ifname"] for link in links if str(tmp_path) in link.get("ifalias", "")] == []
     assert _fleet_processes(f) == []
+    assert host_view() == before
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not can_fleet()[0], reason=can_fleet()[1] or "no fleet")
+def test_ctrl_c_during_the_fleet_phases_removes_the_fleet_and_every_load():
+    import signal
+    import sys
+    import time
+
+    before = host_view()
+    proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "prove", "C12"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    prefix = f"tcpmax-fleet-c12-{proc.pid}-"
+
+    def loads_in_fleet() -> list[int]:
+        """Load processes inside the run's client hosts (`ip netns exec` execs, so only
+        their namespace tells them apart)."""
+        inodes = {e.stat().st_ino for e in Path("/var/run/netns").glob(f"{prefix}*-c*")}
+        pids = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(OSError):
+                if ("load" in (p.info["cmdline"] or [])
+                        and os.stat(f"/proc/{p.pid}/ns/net").st_ino in inodes):
+                    pids.append(p.pid)
+        return pids
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (loads := loads_in_fleet()):
+        time.sleep(0.05)
+    assert loads, "C12 never started a load in a client host"
+    os.killpg(proc.pid, signal.SIGINT)          # what a terminal's Ctrl-C does
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert [pid for pid in loads if psutil.pid_exists(pid)
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE] == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=True).stdout
+    assert prefix not in netns
     assert host_view() == before
