@@ -1,8 +1,12 @@
 """Benchmark of the fleet lab (root): how long `tcpmax fleet up` + `fleet down` take for
 3 clients + 3 servers + the balancer, and how many connections the fleet holds through the
 balancer's VIP (every client host loading at once), with the balancer's conntrack count.
+With --walls: C12's experiment at a chosen scale, round after round: one client host capped
+by its port range, one server by --max-connections, then three capped clients through the
+VIP (issue 10's target: >= 2.9x what one held).
 
     sudo python bench/bench_fleet.py --connections 20k --rounds 3
+    sudo python bench/bench_fleet.py --walls --ports 10000 --rounds 3
 
 Runs the commands as a user would (subprocesses of the installed `tcpmax`), in a private
 state directory; every load is bounded (-n, --hold) and the fleet is removed at the end,
@@ -20,6 +24,8 @@ import tempfile
 import time
 from typing import Any
 
+from tcpmax.lab import c12_fleet
+from tcpmax.model.facts import PortRange
 from tcpmax.model.units import parse_count
 
 NAME = "bench"
@@ -79,6 +85,30 @@ def hold_through_vip(state: str, clients: int, connections: int, hold: float,
         tcpmax("fleet", "down", "--name", NAME, "--state-dir", state)
 
 
+def walls(rounds: int, ports: int, state: str) -> dict[str, Any]:
+    """C12's three phases with `ports` per client host; servers capped at 1.5x that."""
+    from pathlib import Path
+
+    out = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        f = c12_fleet.measure_fleet(Path(state), PortRange(40000, 40000 + ports - 1),
+                                    server_cap=ports * 3 // 2, client_ask=ports * 3 // 2,
+                                    server_ask=ports * 2)
+        one, three = f["client_wall"]["servers_held"], f["fleet"]["held"]
+        out.append({"seconds": round(time.monotonic() - started, 2),
+                    "one_client_held": f["client_wall"]["held"],
+                    "one_client_errors": f["client_wall"]["errors"],
+                    "server_cap": f["server_wall"]["cap"],
+                    "server_held": f["server_wall"]["held"],
+                    "three_clients_held": three, "ratio": round(three / max(1, one), 3),
+                    "per_server": f["fleet"]["per_server"],
+                    "per_client": f["fleet"]["per_client"], "conntrack": f["conntrack"],
+                    "host_sysctls_unchanged": f["host_sysctls_unchanged"]})
+    return {"ports_per_client": ports, "rounds": out,
+            "median_ratio": statistics.median(r["ratio"] for r in out)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", default="20k")
@@ -87,7 +117,15 @@ def main() -> None:
     parser.add_argument("--ips", type=int, default=2,
                         help="source addresses per client host (keep each under ~14k "
                              "connections: the kernel's port search slows past half the range)")
+    parser.add_argument("--walls", action="store_true",
+                        help="run C12's walls experiment instead (see the module docstring)")
+    parser.add_argument("--ports", type=int, default=1000,
+                        help="--walls: each client host's port range size")
     args = parser.parse_args()
+    if args.walls:
+        with tempfile.TemporaryDirectory(prefix="tcpmax-bench-fleet-") as state:
+            print(json.dumps(walls(args.rounds, args.ports, state), indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="tcpmax-bench-fleet-") as state:
         ups, downs = [], []
         for _ in range(args.rounds):

@@ -69,3 +69,43 @@ def test_bad_input_exits_2_naming_the_option_and_starts_nothing(args, option, st
     assert result.exit_code == 2
     assert option in error_line(result.output)
     assert started.nothing() == []
+
+
+def test_the_plan_ends_with_the_dask_commands_that_start_its_fleet():
+    out = run("--connections", "10M", "--memory", "16GiB", "--cores", "8", "--vips", "1",
+              "--scheduler-host", "10.0.0.2", "--target", "10.0.1.1:9000").output
+    data = json.loads(run("--connections", "10M", "--memory", "16GiB", "--cores", "8",
+                          "--vips", "1", "--json").output)
+    per_server = data["servers"]["per_machine"]
+    for line in ("dask scheduler --port 8786",
+                 "dask worker tcp://10.0.0.2:8786 --nworkers 1 --nthreads 1",
+                 f"tcpmax serve --host 0.0.0.0 --port 9000 --max-connections {per_server}",
+                 "tcpmax load 10.0.1.1:9000 -n 10000000 --cluster tcp://10.0.0.2:8786"):
+        assert f"\n       {line}\n" in out        # whole, unwrapped: it pastes as typed
+
+
+def test_json_holds_the_deployment_with_placeholders_by_default():
+    data = json.loads(run("--connections", "10M", "--memory", "16GiB", "--cores", "8",
+                          "--json").output)
+    deploy = data["deployment"]
+    assert deploy["scheduler"] == "tcp://SCHEDULER_HOST:8786"
+    workers = next(s for s in deploy["steps"] if s["where"] == "each client machine")
+    assert workers["machines"] == data["clients"]["machines"]
+    assert workers["commands"][-1] == ("dask worker tcp://SCHEDULER_HOST:8786 --nworkers 1 "
+                                       "--nthreads 1")
+    servers = " ".join(f"SERVER_{i}:9000" for i in range(1, data["servers"]["machines"] + 1))
+    assert deploy["steps"][-1]["commands"] == [
+        f"tcpmax load {servers} -n 10000000 --cluster tcp://SCHEDULER_HOST:8786"]
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--scheduler-host", "tcp://10.0.0.2:8786"], "--scheduler-host"),
+    (["--target", "server1:9000"], "--target"),
+    (["--port", "0"], "--port"),
+    (["--listen-ports", "10", "--port", "65530"], "--port"),
+])
+def test_bad_deployment_options_exit_2_naming_the_option(args, option):
+    result = CliRunner().invoke(cli, ["plan", "--connections", "10M", "--memory", "16GiB",
+                                      "--cores", "8", *args])
+    assert result.exit_code == 2
+    assert option in error_line(result.output)

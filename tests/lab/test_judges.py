@@ -14,7 +14,6 @@ from tcpmax.lab import (
     c09_backlog,
     c10_epoll,
     c11_time_wait,
-    c12_plan,
 )
 from tcpmax.lab.common import Verdict
 
@@ -148,18 +147,3 @@ def run(peak, tw, errors=None):
 ])
 def test_c11_wants_time_wait_after_fin_and_none_after_rst(m, verdict):
     assert c11_time_wait.judge(m)[0] is verdict
-
-
-def test_c12_on_a_small_machine_needs_several_servers_and_source_ips():
-    from tcpmax.model.facts import PortRange
-
-    m = c12_plan.measure(24 * 2**30, 2, 3_840, PortRange(1024, 65535))
-    verdict, reason = c12_plan.judge(m)
-    assert verdict is C and m["servers"] == 2 and "2 servers" in reason
-
-
-def test_c12_is_refuted_when_one_machine_is_enough():
-    from tcpmax.model.facts import PortRange
-
-    m = c12_plan.measure(2**40, 64, 3_840, PortRange(1024, 65535))
-    assert c12_plan.judge(m)[0] is R

@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from tcpmax.lab import c07_memory, runner
+from tcpmax.lab import c07_memory, c12_fleet, runner
 from tcpmax.lab.common import Verdict
 from tcpmax.model.capacity import DEFAULT_KERNEL_BYTES_PER_SOCKET
+from tests.lab.test_c12 import fleet_lab
 
 
 def _c7_measuring(monkeypatch, kernel_bytes: int) -> None:
@@ -13,6 +14,8 @@ def _c7_measuring(monkeypatch, kernel_bytes: int) -> None:
                 "kernel_bytes_per_loopback_connection": 2 * kernel_bytes,
                 "serve_user_bytes_per_connection": 10.0, "connections": 1}
     monkeypatch.setattr(c07_memory, "measure", fake)
+    # Only the paper half of C12 reads C7's figure; its fleet lab is tested in test_c12.py.
+    monkeypatch.setattr(c12_fleet, "measure_fleet", lambda *a, **kw: fleet_lab())
 
 
 def _c12_kernel_bytes(report: runner.ProveReport) -> int:

@@ -4,7 +4,15 @@ import pytest
 
 from tcpmax.model.capacity import Costs
 from tcpmax.model.facts import PortRange
-from tcpmax.model.plan import Bound, MachineSpec, PlanRequest, plan_fleet
+from tcpmax.model.plan import (
+    SCHEDULER_HOST,
+    Bound,
+    Deployment,
+    MachineSpec,
+    PlanRequest,
+    deployment,
+    plan_fleet,
+)
 
 GIB = 2**30
 COSTS = Costs(3400, 100)
@@ -72,3 +80,64 @@ def test_impossible_machines_are_refused(bad):
 def test_zero_connections_are_refused():
     with pytest.raises(ValueError, match="at least one"):
         request(0)
+
+
+# ---------------------------------------------------------------- the fleet on Dask
+
+def commands(d: Deployment) -> dict[str, tuple[str, ...]]:
+    return {step.where: step.commands for step in d.steps}
+
+
+def test_the_deployment_starts_a_scheduler_a_worker_per_client_and_serve_per_server():
+    p = plan_fleet(request(10_000_000, memory=16 * GIB, vips=1))
+    d = deployment(p, "10.0.0.2", ("10.0.1.1:9000",))
+    steps = {step.where: step for step in d.steps}
+    assert d.scheduler == "tcp://10.0.0.2:8786"
+    assert steps["one machine, the scheduler"].commands == ("dask scheduler --port 8786",)
+    assert steps["each server machine"].machines == p.servers.machines
+    assert steps["each server machine"].commands == (
+        f"sudo tcpmax tune --target {p.servers.per_machine} --role server --apply",
+        f"ulimit -n {p.servers.nofile}",
+        f"tcpmax serve --host 0.0.0.0 --port 9000 --max-connections {p.servers.per_machine}")
+    assert steps["each client machine"].machines == p.clients.machines
+    assert steps["each client machine"].commands == (
+        f"sudo tcpmax tune --target {p.clients.per_machine} --role client --sources "
+        f"{p.source_ips_per_client} --endpoints 1 --apply",
+        f"ulimit -n {p.clients.nofile}",
+        "dask worker tcp://10.0.0.2:8786 --nworkers 1 --nthreads 1")
+    assert d.steps[-1].commands == (
+        "tcpmax load 10.0.1.1:9000 -n 10000000 --cluster tcp://10.0.0.2:8786",)
+
+
+def test_without_targets_the_load_names_a_placeholder_per_server_or_vip():
+    direct = plan_fleet(request(10_000_000, memory=16 * GIB))
+    load = commands(deployment(direct))["any machine with tcpmax, once every worker is up"][0]
+    servers = " ".join(f"SERVER_{i}:9000" for i in range(1, direct.servers.machines + 1))
+    assert load == (f"tcpmax load {servers} -n 10000000 "
+                    f"--cluster tcp://{SCHEDULER_HOST}:8786")
+    two_vips = deployment(plan_fleet(request(10_000_000, vips=2)))
+    assert "VIP_1:9000 VIP_2:9000 -n" in two_vips.steps[-1].commands[0]
+
+
+def test_several_listen_ports_are_served_and_targeted_as_one_range():
+    p = plan_fleet(request(10_000_000, vips=1, listen_ports=10))
+    d = commands(deployment(p, port=9100))
+    assert d["each server machine"][-1].startswith("tcpmax serve --host 0.0.0.0 --ports "
+                                                   "9100-9109 ")
+    assert "VIP_1:9100-9109 -n" in d["any machine with tcpmax, once every worker is up"][0]
+
+
+@pytest.mark.parametrize(("kw", "word"), [
+    ({"scheduler_host": "tcp://x:1"}, "host name"),
+    ({"scheduler_host": "a b"}, "host name"),
+    ({"targets": ("SERVER:9000",)}, "not an IP address"),
+    ({"port": 65530}, "port 65530"),             # 10 listen ports would pass 65535
+])
+def test_a_deployment_refuses_what_cannot_be_typed(kw, word):
+    with pytest.raises(ValueError, match=word):
+        deployment(plan_fleet(request(10_000_000, listen_ports=10)), **kw)
+
+
+def test_an_ipv6_scheduler_goes_in_brackets():
+    d = deployment(plan_fleet(request(10_000_000)), "[fd00::2]")
+    assert d.scheduler == "tcp://[fd00::2]:8786"

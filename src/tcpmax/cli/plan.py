@@ -27,11 +27,22 @@ from tcpmax.model.capacity import (
     Costs,
 )
 from tcpmax.model.facts import PortRange
-from tcpmax.model.plan import FleetPlan, MachineSpec, PlanRequest, SidePlan, plan_fleet
+from tcpmax.model.load import parse_target
+from tcpmax.model.plan import (
+    SCHEDULER_HOST,
+    Deployment,
+    FleetPlan,
+    MachineSpec,
+    PlanRequest,
+    SidePlan,
+    check_scheduler_host,
+    deployment,
+    plan_fleet,
+)
 from tcpmax.model.schema import Schema
 from tcpmax.model.units import format_bytes, format_count
 
-__all__ = ["plan", "render_plan"]
+__all__ = ["plan", "render_deployment", "render_plan"]
 
 
 def _side_table(side: SidePlan) -> Table:
@@ -73,6 +84,18 @@ def render_plan(p: FleetPlan, console: Console) -> None:
             "needed.", style="dim"))
 
 
+def render_deployment(d: Deployment, console: Console) -> None:
+    """The commands as plain lines (never wrapped, so they paste as typed)."""
+    console.print(Text("Start it on Dask distributed", style="bold"))
+    for i, step in enumerate(d.steps, 1):
+        count = f" ({step.machines})" if step.machines > 1 else ""
+        console.print(f"  {i}. on {step.where}{count}:")
+        for command in step.commands:
+            console.print(Text(f"       {command}"), soft_wrap=True)
+        if step.note:
+            console.print(Text(f"       # {step.note}", style="dim"), soft_wrap=True)
+
+
 @click.command()
 @click.option("--connections", type=FLEET_COUNT, required=True, metavar="N",
               help="Concurrent connections to hold (e.g. 10M).")
@@ -100,22 +123,34 @@ def render_plan(p: FleetPlan, console: Console) -> None:
 @click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
               help="Application bytes per connection (asyncio ~2,600, tcpmax serve ~100).")
+@click.option("--scheduler-host", default=SCHEDULER_HOST, show_default=True, metavar="HOST",
+              help="The machine that will run `dask scheduler`, for the printed commands.")
+@click.option("--target", "targets", multiple=True, metavar="IP:PORT",
+              help="What the clients connect to, for the printed load command (repeatable; "
+                   "IP:FIRST-LAST for a port range) [default: a placeholder per VIP or "
+                   "server].")
+@click.option("--port", type=click.IntRange(1, 65535), default=9000, show_default=True,
+              help="The port the servers listen on (the first of --listen-ports).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
          client_memory: int | None, client_cores: int | None, reserve: float,
          port_range: PortRange, listen_ports: int, vips: int | None, kernel_bytes: int,
-         user_bytes: int, as_json: bool) -> None:
+         user_bytes: int, scheduler_host: str, targets: tuple[str, ...], port: int,
+         as_json: bool) -> None:
     """Size a fleet for N connections: server and client machines, source IPs, settings.
 
     Each server holds what its memory allows after the reserve, in as many processes as the
     open-file limit requires. Each client is limited the same way, and by the ports of each
-    (source IP, endpoint) pair. Computed on paper, nothing is opened.
+    (source IP, endpoint) pair. Computed on paper, nothing is opened. Then it prints the
+    commands that start that fleet on Dask distributed: the scheduler, a worker per client
+    machine, tune and serve on each server, and the one `tcpmax load --cluster`.
 
     \b
     Examples:
       tcpmax plan --connections 10M
       tcpmax plan --connections 10M --memory 64GiB --cores 16
       tcpmax plan --connections 10M --vips 2 --json
+      tcpmax plan --connections 10M --vips 1 --scheduler-host 10.0.0.2 --target 10.0.1.1:9000
     """
     if memory is None or cores is None:
         facts = read_host()
@@ -133,7 +168,23 @@ def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
         result = plan_fleet(request)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    # Each value checked on its own, so the error names the option that holds it.
+    try:
+        check_scheduler_host(scheduler_host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scheduler-host") from exc
+    for t in targets:
+        try:
+            parse_target(t)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--target") from exc
+    try:
+        deploy = deployment(result, scheduler_host, targets, port)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--port") from exc
     if as_json:
-        emit_json(Schema.PLAN, result)
+        emit_json(Schema.PLAN, result, deployment=deploy)
     else:
-        render_plan(result, stdout_console())
+        console = stdout_console()
+        render_plan(result, console)
+        render_deployment(deploy, console)

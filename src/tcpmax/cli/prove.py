@@ -77,7 +77,7 @@ def prove(claims: tuple[str, ...], scale: bool, as_json: bool,
       C3  one source IP: the port range       C9  listen backlog under a burst
       C4  one local port, many endpoints      C10 epoll against a thread per connection
       C5  more source IPs multiply it         C11 TIME_WAIT and port exhaustion
-      C6  EMFILE per process, not ports       C12 beyond one machine (tcpmax plan)
+      C6  EMFILE per process, not ports       C12 beyond one machine (fleet lab, plan)
 
     \b
     Examples:

@@ -95,6 +95,69 @@ def plots_for(report: ProveReport) -> list[dict[str, str]]:
         ax.legend(fontsize=7)
         out.append({"title": "Listen-queue overflows against burst size (C9)",
                     "svg": _svg(fig)})
+    c12 = by_id.get("C12")
+    if c12 is not None and c12.plots.get("fleet"):
+        out += _c12_plots(c12.plots["fleet"])
+    return out
+
+
+def _c12_plots(f: dict[str, Any]) -> list[dict[str, str]]:
+    """The fleet lab's topology with what each host held, and the per-host bar chart."""
+    import matplotlib.pyplot as plt
+
+    t, fl, cw, sw, ct = (f["topology"], f["fleet"], f["client_wall"], f["server_wall"],
+                         f["conntrack"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.set_axis_off()
+    ax.set(xlim=(0, 10), ylim=(0, 10))
+    box = {"boxstyle": "round,pad=0.4", "fc": "#f6f8fa", "ec": "#57606a"}
+
+    def rows(n: int) -> list[float]:
+        return [8.5 - i * (7.0 / max(1, n - 1)) for i in range(n)] if n > 1 else [5.0]
+
+    for (label, ip), y in zip(t["clients"].items(), rows(len(t["clients"])), strict=True):
+        ax.annotate("", (4.1, 5.0), (1.9, y), arrowprops={"arrowstyle": "->", "color": "#1f6feb"})
+        ax.text(1.0, y, f"{label} {ip}\nheld {fl['per_client'].get(label, 0):,}",
+                ha="center", va="center", bbox=box, fontsize=7)
+    for (label, ip), y in zip(t["servers"].items(), rows(len(t["servers"])), strict=True):
+        ax.annotate("", (8.1, y), (5.9, 5.0), arrowprops={"arrowstyle": "->", "color": "#1a7f37"})
+        ax.text(9.0, y, f"{label} {ip}\nheld {fl['per_server'].get(label, 0):,}",
+                ha="center", va="center", bbox=box, fontsize=7)
+    ax.text(5.0, 5.0, f"balancer\nVIP {t['vip']}:{t['port']}\nnftables DNAT\nconntrack "
+            f"{ct['count'] or 0:,} / {ct['max'] or 0:,}", ha="center", va="center",
+            bbox={**box, "fc": "#fff8c5"}, fontsize=7)
+    host_ip = t["host_address"].partition("/")[0]
+    ax.text(5.0, 9.3, f"host namespace {host_ip}: {sw['host']} directly (server wall)",
+            ha="center", va="center", fontsize=7, color="#57606a")
+    ax.set_title(f"C12: the fleet lab ({fl['clients']} clients, port range {cw['ports']:,} "
+                 f"each; servers capped at {sw['cap']:,})", fontsize=9)
+    out = [{"title": "The fleet lab's topology, with what each host held (C12)",
+            "svg": _svg(fig)}]
+
+    names = [f"{cw['host']}\nalone", f"{sw['host']}\nalone", *fl["per_client"],
+             *fl["per_server"]]
+    values = [cw["held"], sw["held"], *fl["per_client"].values(), *fl["per_server"].values()]
+    colors = ["#1f6feb", "#1a7f37"] + ["#1f6feb"] * len(fl["per_client"]) + [
+        "#1a7f37"] * len(fl["per_server"])
+    fig, ax = plt.subplots()
+    bars = ax.bar(names, values, color=colors)
+    ax.bar_label(bars, [f"{v:,}" for v in values], fontsize=7)
+    n_clients = len(fl["per_client"])
+    client_x = [0, *range(2, 2 + n_clients)]
+    server_x = [1, *range(2 + n_clients, len(names))]
+    ax.hlines([cw["ports"]] * len(client_x), [x - 0.4 for x in client_x],
+              [x + 0.4 for x in client_x], colors="#d1242f", linestyles="--",
+              label=f"client wall: {cw['ports']:,} ports")
+    ax.hlines([sw["cap"]] * len(server_x), [x - 0.4 for x in server_x],
+              [x + 0.4 for x in server_x], colors="#9a6700", linestyles=":",
+              label=f"server wall: --max-connections {sw['cap']:,}")
+    ax.axvline(1.5, color="#d0d7de")
+    ax.set(ylabel="connections held",
+           title=f"C12: per host, alone and in the fleet ({fl['held']:,} held in all)")
+    ax.set_ylim(0, 1.3 * max([*values, cw["ports"], sw["cap"]]))
+    ax.legend(fontsize=7, loc="upper right", ncols=2)
+    out.append({"title": "Connections per host against each host's wall (C12)",
+                "svg": _svg(fig)})
     return out
 
 

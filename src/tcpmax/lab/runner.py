@@ -25,7 +25,7 @@ from tcpmax.lab import (
     c09_backlog,
     c10_epoll,
     c11_time_wait,
-    c12_plan,
+    c12_fleet,
 )
 from tcpmax.lab.common import Context, Outcome, Skip, Verdict
 from tcpmax.lab.sandbox import can_sandbox, sweep_stale
@@ -35,7 +35,7 @@ __all__ = ["EXPERIMENTS", "ProveReport", "normalize_ids", "prove"]
 EXPERIMENTS: dict[str, ModuleType] = {
     "C1": c01_four_tuple, "C2": c02_one_port, "C3": c03_port_range, "C4": c04_port_reuse,
     "C5": c05_more_ips, "C6": c06_fd_limits, "C7": c07_memory, "C8": c08_tcp_udp,
-    "C9": c09_backlog, "C10": c10_epoll, "C11": c11_time_wait, "C12": c12_plan,
+    "C9": c09_backlog, "C10": c10_epoll, "C11": c11_time_wait, "C12": c12_fleet,
 }
 
 

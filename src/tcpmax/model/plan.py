@@ -6,22 +6,35 @@ limited the same way, plus the port arithmetic: each (source IP, endpoint) pair 
 ephemeral port range, so the source IPs a client machine needs follow from how many
 endpoints (server IP:ports, or load-balancer VIP:ports) it spreads over.
 
+`deployment` turns a plan into the commands that start that fleet on Dask distributed: the
+scheduler on one machine, one `dask worker` per client machine, `tcpmax tune` and `tcpmax
+serve` on each server, and the one `tcpmax load --cluster` that drives them all.
+
 Invariants: pure arithmetic on the inputs; every figure in a `SidePlan` has its arithmetic
-as text; settings are expressed as the same `SysctlChange` objects `tune` applies.
+as text; settings are expressed as the same `SysctlChange` objects `tune` applies; every
+number in a deployment command comes from the plan it was made from.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tcpmax.model.capacity import Costs, Role, per_process_connections, processes_needed
 from tcpmax.model.facts import PortRange
+from tcpmax.model.load import parse_target
 from tcpmax.model.target import SysctlChange, backlog_for, headroom
 from tcpmax.model.units import format_bytes, format_count
 
-__all__ = ["Bound", "FleetPlan", "MachineSpec", "PlanRequest", "SidePlan", "plan_fleet"]
+__all__ = ["DASK_PORT", "SCHEDULER_HOST", "Bound", "DeployStep", "Deployment", "FleetPlan",
+           "MachineSpec", "PlanRequest", "SidePlan", "check_scheduler_host", "deployment",
+           "plan_fleet"]
+
+DASK_PORT = 8786
+SCHEDULER_HOST = "SCHEDULER_HOST"      # a placeholder the reader replaces
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]+\]")
 
 
 class Bound(StrEnum):
@@ -178,3 +191,93 @@ def plan_fleet(req: PlanRequest) -> FleetPlan:
         f"{per_client} source IP(s) per client machine")
     return FleetPlan(req, servers, clients, endpoints, per_client,
                      per_client * clients.machines, arithmetic)
+
+
+@dataclass(frozen=True)
+class DeployStep:
+    """Commands to type on `machines` machines of one kind (`where` says which)."""
+
+    where: str
+    machines: int
+    commands: tuple[str, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The commands that start a plan's fleet on Dask distributed, in the order to run them."""
+
+    scheduler: str                  # tcp://HOST:8786
+    steps: tuple[DeployStep, ...]
+
+
+def check_scheduler_host(host: str) -> str:
+    """`host` if it can stand in `tcp://HOST:8786` (a name, an IPv4 address or a bracketed
+    IPv6 one), else ValueError."""
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or address (an IPv6 address goes in "
+                         "brackets: [fd00::1])")
+    return host
+
+
+def _placeholder_targets(plan: FleetPlan, port: int) -> tuple[str, ...]:
+    req = plan.request
+    ports = str(port) if req.listen_ports == 1 else f"{port}-{port + req.listen_ports - 1}"
+    name, count = (("VIP", req.vips) if req.vips is not None
+                   else ("SERVER", plan.servers.machines))
+    return tuple(f"{name}_{i}:{ports}" for i in range(1, count + 1))
+
+
+def deployment(plan: FleetPlan, scheduler_host: str = SCHEDULER_HOST,
+               targets: tuple[str, ...] = (), port: int = 9000) -> Deployment:
+    """The commands that start `plan`'s fleet on Dask: `dask scheduler` on one machine, one
+    `dask worker` per client machine (one worker is one load machine), `tcpmax tune` and
+    `tcpmax serve` on every server, then `tcpmax load --cluster` from anywhere.
+
+    `targets` are what the clients connect to (HOST:PORT or HOST:FIRST-LAST, an IP); without
+    them, placeholders name each VIP (with `--vips`) or each server, on `port` and the
+    plan's listen ports.
+
+    Raises:
+        ValueError: a scheduler host or target that is not an address, or a port outside
+            1-65535 (or one whose listen-port range would pass 65535).
+
+    Example:
+        >>> spec = MachineSpec(memory=16 * 2**30, cores=8, nofile=1_048_576)
+        >>> fleet = plan_fleet(PlanRequest(10_000_000, spec, spec, vips=1))
+        >>> deployment(fleet, "10.0.0.2").steps[-1].commands[0]
+        'tcpmax load VIP_1:9000 -n 10000000 --cluster tcp://10.0.0.2:8786'
+    """
+    req = plan.request
+    check_scheduler_host(scheduler_host)
+    if not 1 <= port <= 65535 - (req.listen_ports - 1):
+        raise ValueError(f"port {port}: with {req.listen_ports} listen port(s) the first "
+                         f"must be 1-{65535 - (req.listen_ports - 1)}")
+    for t in targets:
+        parse_target(t)
+    scheduler = f"tcp://{scheduler_host}:{DASK_PORT}"
+    servers, clients = plan.servers, plan.clients
+    listen = (f"--port {port}" if req.listen_ports == 1
+              else f"--ports {port}-{port + req.listen_ports - 1}")
+    load_targets = " ".join(targets or _placeholder_targets(plan, port))
+    return Deployment(scheduler, (
+        DeployStep("every machine", servers.machines + clients.machines + 1,
+                   ("pip install 'tcpmax[cluster]'",)),
+        DeployStep("one machine, the scheduler", 1, (f"dask scheduler --port {DASK_PORT}",)),
+        DeployStep("each server machine", servers.machines, (
+            f"sudo tcpmax tune --target {servers.per_machine} --role server --apply",
+            f"ulimit -n {servers.nofile}",
+            f"tcpmax serve --host 0.0.0.0 {listen} --max-connections {servers.per_machine}",
+        ), "ulimit needs fs.nr_open raised first (tune does) and a root shell, or "
+           f"LimitNOFILE={servers.nofile} in a systemd unit"),
+        DeployStep("each client machine", clients.machines, (
+            f"sudo tcpmax tune --target {clients.per_machine} --role client --sources "
+            f"{plan.source_ips_per_client} --endpoints {plan.endpoints} --apply",
+            f"ulimit -n {clients.nofile}",
+            f"dask worker {scheduler} --nworkers 1 --nthreads 1",
+        ), f"each client machine needs {plan.source_ips_per_client} source address(es) on the "
+           "interface toward the servers (the worker's load uses them all) and the worker "
+           "started in that shell, so its loads inherit the open-file limit"),
+        DeployStep("any machine with tcpmax, once every worker is up", 1, (
+            f"tcpmax load {load_targets} -n {req.connections} --cluster {scheduler}",)),
+    ))
