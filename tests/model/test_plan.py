@@ -2,7 +2,7 @@
 
 import pytest
 
-from tcpmax.model.capacity import Costs
+from tcpmax.model.capacity import Costs, Protocol
 from tcpmax.model.facts import PortRange
 from tcpmax.model.plan import (
     SCHEDULER_HOST,
@@ -141,3 +141,21 @@ def test_a_deployment_refuses_what_cannot_be_typed(kw, word):
 def test_an_ipv6_scheduler_goes_in_brackets():
     d = deployment(plan_fleet(request(10_000_000)), "[fd00::2]")
     assert d.scheduler == "tcp://[fd00::2]:8786"
+
+
+@pytest.mark.parametrize(("protocol", "serve_flags", "target", "load_flags"), [
+    (Protocol.TLS, " --tls CERT.pem --tls-key KEY.pem", "tls://10.0.1.1:9000", " --ca CA.pem"),
+    (Protocol.WS, " --mode ws", "ws://10.0.1.1:9000/", ""),
+    (Protocol.WSS, " --mode ws --tls CERT.pem --tls-key KEY.pem", "wss://10.0.1.1:9000/",
+     " --ca CA.pem"),
+])
+def test_the_deployment_serves_and_loads_the_planned_protocol(protocol, serve_flags, target,
+                                                               load_flags):
+    costs = Costs(3400, 24_000, protocol=protocol)
+    spec = MachineSpec(64 * GIB, 16, 1_048_576, 0.2)
+    fleet = plan_fleet(PlanRequest(1_000_000, spec, spec, costs))
+    steps = deployment(fleet, "10.0.0.2", ("10.0.1.1:9000",)).steps
+    serve = steps[2].commands[-1]
+    assert serve.endswith(f"--max-connections {fleet.servers.per_machine}{serve_flags}")
+    assert steps[-1].commands == (
+        f"tcpmax load {target} -n 1000000{load_flags} --cluster tcp://10.0.0.2:8786",)

@@ -19,12 +19,15 @@ from tcpmax.cli.params import (
     RESERVE,
     SIZE,
     VIPS,
+    given,
 )
 from tcpmax.host.inspect import read_host
 from tcpmax.model.capacity import (
     DEFAULT_KERNEL_BYTES_PER_SOCKET,
     DEFAULT_USER_BYTES_PER_CONNECTION,
+    PROTOCOL_USER_BYTES,
     Costs,
+    Protocol,
 )
 from tcpmax.model.facts import PortRange
 from tcpmax.model.load import parse_target
@@ -67,8 +70,10 @@ def render_plan(p: FleetPlan, console: Console) -> None:
     r = p.request
     console.print(Text(f"Plan for {format_count(r.connections)} concurrent connections",
                        style="bold"))
+    speaks = "" if r.costs.protocol is Protocol.TCP else f" ({r.costs.protocol.label})"
     console.print(Text(f"per connection: {r.costs.kernel_bytes_per_socket} B kernel + "
-                       f"{r.costs.user_bytes_per_connection} B user per side; memory reserve "
+                       f"{r.costs.user_bytes_per_connection} B user{speaks} per side; "
+                       "memory reserve "
                        f"{r.server.reserve:.0%}", style="dim"))
     console.print(_side_table(p.servers))
     console.print(_side_table(p.clients))
@@ -122,7 +127,15 @@ def render_deployment(d: Deployment, console: Console) -> None:
               help="Kernel bytes per socket (tcpmax doctor --measure tells this kernel's).")
 @click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
-              help="Application bytes per connection (asyncio ~2,600, tcpmax serve ~100).")
+              help="Application bytes per connection (asyncio ~2,600, tcpmax serve ~100) "
+                   "[default with --tls: 24,000; with --ws: 200].")
+@click.option("--tls", is_flag=True,
+              help="Connections carry TLS: ~24 KB of OpenSSL state per connection in user "
+                   "space on each side (measured: docs/benchmarks.md; `tcpmax doctor --tls "
+                   "--measure` for this host's). The printed commands use tls:// and --tls.")
+@click.option("--ws", is_flag=True,
+              help="WebSocket connections (with --tls: wss): a 200 B budget per connection; "
+                   "the printed commands use ws:// and serve --mode ws.")
 @click.option("--scheduler-host", default=SCHEDULER_HOST, show_default=True, metavar="HOST",
               help="The machine that will run `dask scheduler`, for the printed commands.")
 @click.option("--target", "targets", multiple=True, metavar="IP:PORT",
@@ -135,8 +148,8 @@ def render_deployment(d: Deployment, console: Console) -> None:
 def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
          client_memory: int | None, client_cores: int | None, reserve: float,
          port_range: PortRange, listen_ports: int, vips: int | None, kernel_bytes: int,
-         user_bytes: int, scheduler_host: str, targets: tuple[str, ...], port: int,
-         as_json: bool) -> None:
+         user_bytes: int, tls: bool, ws: bool, scheduler_host: str,
+         targets: tuple[str, ...], port: int, as_json: bool) -> None:
     """Size a fleet for N connections: server and client machines, source IPs, settings.
 
     Each server holds what its memory allows after the reserve, in as many processes as the
@@ -150,6 +163,7 @@ def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
       tcpmax plan --connections 10M
       tcpmax plan --connections 10M --memory 64GiB --cores 16
       tcpmax plan --connections 10M --vips 2 --json
+      tcpmax plan --connections 1M --tls --ws
       tcpmax plan --connections 10M --vips 1 --scheduler-host 10.0.0.2 --target 10.0.1.1:9000
     """
     if memory is None or cores is None:
@@ -162,8 +176,13 @@ def plan(connections: int, memory: int | None, cores: int | None, nofile: int,
     try:
         server = MachineSpec(memory, cores, nofile, reserve)
         client = MachineSpec(client_memory or memory, client_cores or cores, nofile, reserve)
-        request = PlanRequest(connections, server, client,
-                              Costs(kernel_bytes, user_bytes, "given"), port_range,
+        protocol = Protocol.of(tls, ws)
+        if protocol is not Protocol.TCP and not given("user_bytes"):
+            user_bytes = PROTOCOL_USER_BYTES[protocol]
+        costs = Costs(kernel_bytes, user_bytes, "given", protocol=protocol,
+                      user_source="given" if given("user_bytes") else
+                      f"default for {protocol.label} (docs/benchmarks.md)")
+        request = PlanRequest(connections, server, client, costs, port_range,
                               listen_ports, vips)
         result = plan_fleet(request)
     except ValueError as exc:

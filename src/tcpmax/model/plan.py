@@ -22,7 +22,13 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tcpmax.model.capacity import Costs, Role, per_process_connections, processes_needed
+from tcpmax.model.capacity import (
+    Costs,
+    Protocol,
+    Role,
+    per_process_connections,
+    processes_needed,
+)
 from tcpmax.model.facts import PortRange
 from tcpmax.model.load import parse_target
 from tcpmax.model.target import SysctlChange, backlog_for, headroom
@@ -259,7 +265,16 @@ def deployment(plan: FleetPlan, scheduler_host: str = SCHEDULER_HOST,
     servers, clients = plan.servers, plan.clients
     listen = (f"--port {port}" if req.listen_ports == 1
               else f"--ports {port}-{port + req.listen_ports - 1}")
-    load_targets = " ".join(targets or _placeholder_targets(plan, port))
+    protocol = req.costs.protocol
+    scheme = {Protocol.TCP: "", Protocol.TLS: "tls://", Protocol.WS: "ws://",
+              Protocol.WSS: "wss://"}[protocol]
+    path = "/" if protocol in (Protocol.WS, Protocol.WSS) else ""
+    tls = protocol in (Protocol.TLS, Protocol.WSS)
+    load_targets = " ".join(f"{scheme}{t}{path}"
+                            for t in targets or _placeholder_targets(plan, port))
+    serve_protocol = (" --mode ws" if path else "") + (" --tls CERT.pem --tls-key KEY.pem"
+                                                       if tls else "")
+    load_protocol = " --ca CA.pem" if tls else ""
     return Deployment(scheduler, (
         DeployStep("every machine", servers.machines + clients.machines + 1,
                    ("pip install 'tcpmax[cluster]'",)),
@@ -267,9 +282,12 @@ def deployment(plan: FleetPlan, scheduler_host: str = SCHEDULER_HOST,
         DeployStep("each server machine", servers.machines, (
             f"sudo tcpmax tune --target {servers.per_machine} --role server --apply",
             f"ulimit -n {servers.nofile}",
-            f"tcpmax serve --host 0.0.0.0 {listen} --max-connections {servers.per_machine}",
+            f"tcpmax serve --host 0.0.0.0 {listen} --max-connections {servers.per_machine}"
+            f"{serve_protocol}",
         ), "ulimit needs fs.nr_open raised first (tune does) and a root shell, or "
-           f"LimitNOFILE={servers.nofile} in a systemd unit"),
+           f"LimitNOFILE={servers.nofile} in a systemd unit"
+           + ("; CERT.pem and KEY.pem are the servers' certificate and key, CA.pem what "
+              "signed it" if tls else "")),
         DeployStep("each client machine", clients.machines, (
             f"sudo tcpmax tune --target {clients.per_machine} --role client --sources "
             f"{plan.source_ips_per_client} --endpoints {plan.endpoints} --apply",
@@ -279,5 +297,6 @@ def deployment(plan: FleetPlan, scheduler_host: str = SCHEDULER_HOST,
            "interface toward the servers (the worker's load uses them all) and the worker "
            "started in that shell, so its loads inherit the open-file limit"),
         DeployStep("any machine with tcpmax, once every worker is up", 1, (
-            f"tcpmax load {load_targets} -n {req.connections} --cluster {scheduler}",)),
+            f"tcpmax load {load_targets} -n {req.connections}{load_protocol} "
+            f"--cluster {scheduler}",)),
     ))
