@@ -100,6 +100,15 @@ def test_c7_wants_several_to_tens_of_kb_per_socket(kernel, verdict):
     assert c07_memory.judge(m)[0] is verdict
 
 
+@pytest.mark.parametrize(("samples", "verdict"), [
+    ([3_800, 3_900, 4_000], C), ([3_900, 210, -4_000], INC), ([250, 200, 180], R)])
+def test_c7_calls_rounds_moved_by_other_programs_inconclusive_not_refuted(samples, verdict):
+    kernel = sorted(samples)[1]
+    m = dict(kernel_bytes_per_socket=kernel, kernel_samples=samples,
+             serve_user_bytes_per_connection=10)
+    assert c07_memory.judge(m)[0] is verdict
+
+
 @pytest.mark.parametrize(("udp", "control", "verdict"), [(True, "EADDRINUSE", C),
                                                          (False, "EADDRINUSE", R),
                                                          (True, None, INC)])

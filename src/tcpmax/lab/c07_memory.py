@@ -39,8 +39,27 @@ def measure() -> dict[str, Any]:
             "serve_user_bytes_per_connection": round(user, 1), "connections": N}
 
 
+# Slab is one counter for the whole machine: another program opening or closing sockets
+# during a round moves it by more than the probe's 16,000 sockets do. Rounds that disagree
+# by more than this (around their median) measured the neighbours, not the claim.
+SPREAD = 0.3
+
+
+def _consistent(samples: list[int]) -> bool:
+    if not samples:
+        return True          # older measurements carry no rounds: judged on the median
+    mid = sorted(samples)[len(samples) // 2]
+    return mid > 0 and all(abs(s - mid) <= SPREAD * mid for s in samples)
+
+
 def judge(m: dict[str, Any]) -> tuple[Verdict, str]:
     k = m["kernel_bytes_per_socket"]
+    samples = list(m.get("kernel_samples", []))
+    if not _consistent(samples):
+        return Verdict.INCONCLUSIVE, (
+            f"the rounds disagree ({', '.join(f'{s:,}' for s in samples)} B per socket): "
+            "the machine's slab moved with other programs' sockets during the measurement; "
+            "run it again on a quieter machine")
     if LOW <= k <= HIGH:
         return Verdict.CONFIRMED, (
             f"the kernel spends {k:,} B per idle socket (several KB, as claimed); the "
