@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -149,11 +149,12 @@ def _tls_config(tls: str | None, tls_key: str | None, host: str) -> ServeTls | N
 def _show_tls(err: Console, tls: ServerTls, where: str, out: Path) -> None:
     """Say what a client needs to trust the certificate, as the next command to type."""
     if not tls.names:
-        err.print(f"TLS: certificate SHA-256 {tls.sha256}", highlight=False, emoji=False)
+        err.print(f"TLS: certificate SHA-256 {tls.sha256}", highlight=False, emoji=False,
+                  soft_wrap=True)
         return
     err.print(f"TLS: self-signed certificate for {', '.join(tls.names)}\n"
               f"  SHA-256 {tls.sha256}\n  trust it with: tcpmax load tls://{where} --ca {out}",
-              highlight=False, emoji=False)
+              highlight=False, emoji=False, soft_wrap=True)
 
 
 @click.command()
@@ -266,14 +267,30 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
     except ValueError:
         raise click.BadParameter(f"{host!r} is not an IP address", param_hint="--host") from None
     tls_cfg = _tls_config(tls, tls_key, host)
-    if tls_cfg is not None and tls_cfg.cert_file is not None:
-        try:        # refused here, before anything is bound (the run loads it again)
-            load_server_tls(tls_cfg)
-        except TlsServerError as exc:
-            raise click.BadParameter(str(exc), param_hint="--tls") from None
-    if tls_cert_out is not None and not os.access(Path(tls_cert_out).parent or ".", os.W_OK):
+    if tls_cert_out is not None and not os.access(Path(tls_cert_out).parent, os.W_OK):
         raise click.BadParameter(f"cannot write {shown(tls_cert_out)}: its directory is not "
                                  "writable", param_hint="--tls-cert-out")
+    server_tls: ServerTls | None = None
+    if tls_cfg is not None:
+        try:        # refused before anything is bound; a certificate made once, here
+            server_tls = load_server_tls(tls_cfg)
+        except TlsServerError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tls") from None
+    # A self-signed certificate is written out before the port opens: a client that connects
+    # as soon as it can already finds the file to trust.
+    cert_out: Path | None = None
+    if server_tls is not None and server_tls.names:
+        if tls_cert_out is not None:
+            cert_out = Path(tls_cert_out)
+        else:       # removed however the command ends, even refused later (port in use)
+            tmp = tempfile.mkdtemp(prefix="tcpmax-serve-")
+            click.get_current_context().call_on_close(lambda: shutil.rmtree(tmp, True))
+            cert_out = Path(tmp) / "cert.pem"
+        try:
+            cert_out.write_bytes(server_tls.cert_pem)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {shown(str(cert_out))}: {exc.strerror}",
+                                     param_hint="--tls-cert-out") from exc
     try:
         cfg = ServeConfig(host=host, ports=ports, mode=Mode(mode),
                           max_connections=max_connections, backlog=backlog,
@@ -299,11 +316,7 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
             + f": {exc.strerror} ({hint.get(exc.errno or 0, 'see the error')})",
             param_hint=option) from exc
     try:
-        run = ServeRun(cfg, listeners, infos)
-    except TlsServerError as exc:
-        for s in listeners:
-            s.close()
-        raise click.BadParameter(str(exc), param_hint="--tls") from None
+        run = ServeRun(cfg, listeners, infos, server_tls)
     except ValueError as exc:
         for s in listeners:
             s.close()
@@ -326,31 +339,16 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
     if run.metrics is not None:
         host_m, port_m = run.metrics.address
         err.print(f"metrics: http://{_hostport(host_m, port_m)}/metrics and /stats",
-                  highlight=False, emoji=False)
-    with contextlib.ExitStack() as cleanup:
-        cert_out: Path | None = None
-        if run.tls is not None and run.tls.names:
-            if tls_cert_out is None:
-                tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tcpmax-serve-"))
-                cert_out = Path(tmp) / "cert.pem"
-            else:
-                cert_out = Path(tls_cert_out)
-            try:
-                cert_out.write_bytes(run.tls.cert_pem)
-            except OSError as exc:
-                for s in listeners:
-                    s.close()
-                raise click.BadParameter(f"cannot write {shown(str(cert_out))}: "
-                                         f"{exc.strerror}", param_hint="--tls-cert-out") from exc
-        if run.tls is not None:
-            first = infos[0]
-            near = "127.0.0.1" if ipaddress.ip_address(first.host).is_unspecified else first.host
-            _show_tls(err, run.tls, _hostport(near, first.port), cert_out or Path())
-        status = _Status(run, err, status_every)
-        started = time.monotonic()
-        reason = run.run(tick=None if quiet else status.tick,
-                         log=lambda msg: err.print(msg, highlight=False))
-        elapsed = time.monotonic() - started
+                  highlight=False, emoji=False, soft_wrap=True)
+    if run.tls is not None:
+        first = infos[0]
+        near = "127.0.0.1" if ipaddress.ip_address(first.host).is_unspecified else first.host
+        _show_tls(err, run.tls, _hostport(near, first.port), cert_out or Path())
+    status = _Status(run, err, status_every)
+    started = time.monotonic()
+    reason = run.run(tick=None if quiet else status.tick,
+                     log=lambda msg: err.print(msg, highlight=False))
+    elapsed = time.monotonic() - started
     if as_json:
         snap = run.snapshot()
         if snap["tls"] is not None:

@@ -170,15 +170,17 @@ class ServeRun:
     """One supervised serve run in the calling process."""
 
     def __init__(self, cfg: ServeConfig, listeners: list[socket.socket] | None = None,
-                 infos: list[ListenInfo] | None = None) -> None:
+                 infos: list[ListenInfo] | None = None, tls: ServerTls | None = None) -> None:
+        """`tls`: the context `load_server_tls(cfg.tls)` built, when the caller needed it
+        before binding (the CLI writes a self-signed certificate out first)."""
         self.cfg = cfg
         nofile = raise_nofile()
         self.plan: WorkerPlan = plan_workers(cfg.max_connections, nofile,
                                              len(os.sched_getaffinity(0)), cfg.workers)
         # Built once here, before any fork (and before binding): the workers share the
         # certificate and its context, and a self-signed one is the same in every worker.
-        self.tls: ServerTls | None = None
-        if cfg.tls is not None:
+        self.tls: ServerTls | None = tls
+        if cfg.tls is not None and tls is None:
             try:
                 self.tls = load_server_tls(cfg.tls)
             except BaseException:
