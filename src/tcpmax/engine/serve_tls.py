@@ -135,8 +135,10 @@ class TlsSide:
     under way, and their counters."""
 
     def __init__(self, ctx: ssl.SSLContext, timeout: float, ep: select.epoll,
-                 pending: dict[int, bytes], row: memoryview) -> None:
+                 pending: dict[int, bytes], row: memoryview,
+                 family: int = socket.AF_INET) -> None:
         self.ctx = ctx
+        self.family = family            # of the listeners: no getsockopt per accept
         self.timeout = timeout
         self.ep = ep
         self.pending = pending
@@ -151,9 +153,8 @@ class TlsSide:
                 *zip(_FAIL_COL, self.failures, strict=True))
 
     def accepted(self, fd: int, now: float) -> None:
-        """Wrap a freshly accepted (non-blocking) fd; its handshake starts with its first
-        readable event."""
-        sock = socket.socket(fileno=fd)
+        """Wrap a freshly accepted fd; its handshake starts with its first readable event."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)     # a socket object made from an fd starts out blocking
         self.conns[fd] = self.ctx.wrap_socket(sock, server_side=True,
                                               do_handshake_on_connect=False)

@@ -89,10 +89,11 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     ws = cfg.mode is Mode.WS
     echo = cfg.mode is Mode.ECHO
     push = cfg.mode is Mode.PUSH or (ws and cfg.ws_then is Mode.PUSH)
-    nonblocking = echo or push or ws or tls_context is not None
+    nonblocking = echo or push or ws    # TLS sockets are made non-blocking when wrapped
     fresh = HANDSHAKING if ws else 1                # `held` value of a just-accepted fd
     tls = (None if tls_context is None else
-           TlsSide(tls_context, cfg.handshake_timeout, ep, pending, row))
+           TlsSide(tls_context, cfg.handshake_timeout, ep, pending, row,
+                   listeners[0].family if listeners else socket.AF_INET))
     read, write, close = (os.read, os.write, os.close) if tls is None else \
         (tls.read, tls.write, tls.close)
     reset = _reset_close if tls is None else tls.reset
