@@ -157,3 +157,16 @@ def test_a_key_that_does_not_belong_to_the_certificate_is_refused_at_start(pki, 
     trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other))
     with pytest.raises(TlsServerError, match="does not belong"):
         tls_server(ServeTls(cert_file=pki.cert, key_file=str(other))).start()
+
+
+def test_push_sends_its_timestamped_lines_inside_tls():
+    with self_signed_server(Mode.PUSH, push_interval=0.1) as srv, \
+            socket.create_connection(srv.addresses[0], timeout=10) as raw, \
+            trusting(srv).wrap_socket(raw, server_hostname="localhost") as tls:
+        got = b""
+        while got.count(b"\n") < 3:
+            chunk = tls.recv(4096)
+            assert chunk, "the server closed instead of pushing"
+            got += chunk
+    stamps = [int(line) for line in got.split(b"\n")[:3]]
+    assert stamps == sorted(stamps) and abs(stamps[0] - time.time_ns()) < 60e9
