@@ -33,3 +33,10 @@ def test_a_certificate_source_is_a_file_or_self_signed_names_never_both(kwargs):
 def test_a_file_pair_and_self_signed_names_are_each_valid_alone():
     assert ServeTls(cert_file="c.pem", key_file="k.pem").self_signed == ()
     assert ServeTls(self_signed=("localhost",)).cert_file is None
+
+
+def test_tls_self_signed_is_shorthand_for_a_loopback_certificate():
+    from tcpmax.model.serve import LOOPBACK_NAMES, ServeConfig
+    assert ServeConfig(tls_self_signed=True).tls == ServeTls(self_signed=LOOPBACK_NAMES)
+    with pytest.raises(ValueError, match="shorthand"):
+        ServeConfig(tls_self_signed=True, tls=ServeTls(cert_file="c.pem"))

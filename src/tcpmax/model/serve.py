@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from tcpmax.model.capacity import FD_RESERVE_PER_PROCESS, MAX_PROCESSES
 
-__all__ = ["TLS_FAILURES", "Mode", "ServeConfig", "ServeTls", "WorkerPlan",
+__all__ = ["LOOPBACK_NAMES", "TLS_FAILURES", "Mode", "ServeConfig", "ServeTls", "WorkerPlan",
            "plan_workers", "tls_failure_kind"]
 
 
@@ -24,6 +24,10 @@ class Mode(StrEnum):
     PUSH = "push"    # send a timestamped line to every connection each interval
     WS = "ws"        # WebSocket: answer the upgrade, then hold, echo or push (`ws_then`)
 
+
+# What a throwaway certificate is valid for unless told otherwise: the names a client on
+# this host uses.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 # A server counts its failed TLS handshakes in these buckets (shared-memory columns are fixed):
 # the names are model.errors.tls_error_name's where one fits, the rest fall in TLS_OTHER.
@@ -91,8 +95,13 @@ class ServeConfig:
     metrics: tuple[str, int] | None = None  # serve /metrics and /stats here
     min_free: int | None = None           # MemAvailable floor: accept nothing below it
     tls: ServeTls | None = None           # TLS on every connection (hold, echo, push, ws)
+    tls_self_signed: bool = False         # shorthand: tls=ServeTls(self_signed=LOOPBACK_NAMES)
 
     def __post_init__(self) -> None:
+        if self.tls_self_signed:
+            if self.tls is not None:
+                raise ValueError("tls_self_signed is a shorthand for tls: give one of them")
+            object.__setattr__(self, "tls", ServeTls(self_signed=LOOPBACK_NAMES))
         if not self.ports:
             raise ValueError("serve needs at least one port")
         if any(not 0 <= p <= 65535 for p in self.ports):
