@@ -132,12 +132,18 @@ def bad_pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad-pems")
     issued = trustme.CA().issue_cert("127.0.0.1")
     paths = {name: str(root / f"{name}.pem") for name in
-             ("cert", "key", "other_key", "not_pem", "combined")}
+             ("cert", "key", "other_key", "not_pem", "combined", "encrypted_key")}
     for blob in issued.cert_chain_pems[:1]:
         blob.write_to_path(paths["cert"])
     issued.private_key_pem.write_to_path(paths["key"])
     trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(paths["other_key"])
     issued.private_key_and_cert_chain_pem.write_to_path(paths["combined"])
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    with open(paths["encrypted_key"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"secret")))
     with open(paths["not_pem"], "w") as f:
         f.write("hello, I am not a certificate\n")
     return paths
@@ -150,6 +156,7 @@ def bad_pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (["--tls", "{cert}"], "--tls-key"),                         # no key in it, none given
     (["--tls", "{cert}", "--tls-key", "{other_key}"], "does not belong"),
     (["--tls", "{cert}", "--tls-key", "{missing}"], "cannot read"),
+    (["--tls", "{cert}", "--tls-key", "{encrypted_key}"], "encrypted"),   # no prompt, no hang
     (["--tls", "{combined}", "--tls-cert-out", "x.pem"], "--tls-cert-out"),
     (["--tls-key", "{key}"], "--tls-key"),
     (["--tls", "self-signed", "--tls-key", "{key}"], "--tls-key"),

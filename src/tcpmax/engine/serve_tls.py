@@ -92,7 +92,8 @@ def load_server_tls(tls: ServeTls) -> ServerTls:
 
     Raises:
         TlsServerError: a file that cannot be read, a file with no certificate or no
-            private key, or a key that does not belong to the certificate.
+            private key, an encrypted key, or a key that does not belong to the
+            certificate.
     """
     if tls.self_signed:
         pair = self_signed(tls.self_signed)
@@ -116,6 +117,10 @@ def load_server_tls(tls: ServeTls) -> ServerTls:
         raise TlsServerError(
             f"{paths[-1]} holds no PEM private key"
             + ("" if tls.key_file else ": pass the key with --tls-key"))
+    if b"ENCRYPTED" in key:
+        # OpenSSL would ask for the passphrase on the terminal, and a server has none.
+        raise TlsServerError(f"{paths[-1]} holds an encrypted private key: decrypt it first "
+                             "(openssl pkey -in KEY -out KEY.plain)")
     try:
         ctx = server_context(SelfSigned(cert_pem=blobs[0], key_pem=key))
     except ssl.SSLError as exc:
