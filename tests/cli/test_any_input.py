@@ -41,7 +41,9 @@ JUNK_NO_NAMES = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
 BOUNDING = {"-n", "--hold", "--duration", "--max-connections", "--workers", "--rate",
             "--message-rate", "--connect-timeout", "--idle-timeout", "--status-every",
             # A free-form --report would be a valid file name: prove would write it.
-            "--report"}
+            "--report",
+            # Likewise a free-form --tls-cert-out: serve would write the certificate there.
+            "--tls-cert-out"}
 
 
 def _option(name: str, values: list[str],
@@ -139,7 +141,11 @@ PROCESSES = st.one_of(
                     "--idle-timeout": SHORT, "--duration": SHORT,
                     "--push-interval": SHORT, "--message-size": ["0", "70000", "x"],
                     "--metrics": ADDRESSES, "--workers": ["1", "0", "600", "x"],
-                    "--drain-timeout": SHORT, "--status-every": SHORT},
+                    "--drain-timeout": SHORT, "--status-every": SHORT,
+                    "--tls": ["self-signed", "/nonexistent.pem", "/etc/hostname", ""],
+                    "--tls-key": ["/nonexistent.pem", "/etc/hostname"],
+                    "--tls-cert-out": ["ca.pem", "/nonexistent/ca.pem", "/proc/ca.pem"],
+                    "--handshake-timeout": SHORT},
           ["--json", "--quiet", "--drain", "-h"]),
     _argv("prove", {"--report": ["/nonexistent/r.html", "/proc/r.html", "/sys/r.html", ""]},
           ["--json", "-h"],

@@ -123,3 +123,88 @@ def test_a_port_in_use_is_named_and_exits_2_starting_nothing(started):
         assert started.nothing() == []
     finally:
         taken.close()
+
+
+@pytest.fixture(scope="module")
+def bad_pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PEM files a user may pass by mistake, by what is wrong with them."""
+    import trustme
+    root = tmp_path_factory.mktemp("bad-pems")
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    paths = {name: str(root / f"{name}.pem") for name in
+             ("cert", "key", "other_key", "not_pem", "combined", "encrypted_key")}
+    for blob in issued.cert_chain_pems[:1]:
+        blob.write_to_path(paths["cert"])
+    issued.private_key_pem.write_to_path(paths["key"])
+    trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(paths["other_key"])
+    issued.private_key_and_cert_chain_pem.write_to_path(paths["combined"])
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    with open(paths["encrypted_key"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"secret")))
+    with open(paths["not_pem"], "w") as f:
+        f.write("hello, I am not a certificate\n")
+    return paths
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--tls", "{missing}"], "cannot read"),
+    (["--tls", "{not_pem}", "--tls-key", "{key}"], "no PEM certificate"),
+    (["--tls", "{key}"], "no PEM certificate"),
+    (["--tls", "{cert}"], "--tls-key"),                         # no key in it, none given
+    (["--tls", "{cert}", "--tls-key", "{other_key}"], "does not belong"),
+    (["--tls", "{cert}", "--tls-key", "{missing}"], "cannot read"),
+    (["--tls", "{cert}", "--tls-key", "{encrypted_key}"], "encrypted"),   # no prompt, no hang
+    (["--tls", "{combined}", "--tls-cert-out", "x.pem"], "--tls-cert-out"),
+    (["--tls-key", "{key}"], "--tls-key"),
+    (["--tls", "self-signed", "--tls-key", "{key}"], "--tls-key"),
+    (["--tls", "self-signed", "--tls-cert-out", "/nonexistent/dir/ca.pem"], "--tls-cert-out"),
+    (["--tls", "self-signed", "--handshake-timeout", "0s"], "--handshake-timeout"),
+])
+def test_bad_tls_input_exits_2_naming_the_problem_before_anything_starts(argv, says,
+                                                                         bad_pems, started):
+    paths = {**bad_pems, "missing": bad_pems["cert"] + ".missing"}
+    result = CliRunner().invoke(cli, ["serve", "--port", "0",
+                                      *(a.format(**paths) for a in argv)])
+    assert result.exit_code == 2, result.output
+    assert says in error_line(result.output)
+    assert started.nothing() == []
+
+
+def test_self_signed_writes_the_pem_a_verifying_client_trusts_and_reports_it_in_json(
+        tmp_path):
+    import ssl
+    cert_out = tmp_path / "ca.pem"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen([sys.executable, "-m", "tcpmax", "serve", "--port", str(port),
+                             "--mode", "echo", "--tls", "self-signed", "--tls-cert-out",
+                             str(cert_out), "--workers", "1", "--max-connections", "100",
+                             "--duration", "3s", "--json", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                raw = socket.create_connection(("127.0.0.1", port), timeout=2)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        ctx = ssl.create_default_context(cafile=str(cert_out))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"ping")
+            assert tls.recv(10) == b"ping"
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["tls_handshakes"] == 1
+    assert set(data["tls"]["names"]) == {"localhost", "127.0.0.1", "::1"}
+    assert data["tls"]["cert_out"] == str(cert_out)
+    assert f"--ca {cert_out}" in err and data["tls"]["sha256"] in err

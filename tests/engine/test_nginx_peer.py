@@ -66,10 +66,10 @@ def nginx_tls(workdir: Path, cert: str, upstream: int) -> Iterator[int]:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: "
-                                       f"{(workdir / 'error.log').read_text(errors='replace')}")
+                    log = (workdir / "error.log").read_text(errors="replace")
+                    raise RuntimeError(f"nginx did not start: {log}") from exc
                 time.sleep(0.05)
         yield port
     finally:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -13,9 +17,11 @@ from rich.text import Text
 
 from tcpmax.cli.output import emit_json, stderr_console
 from tcpmax.cli.params import BACKLOG, COUNT, DURATION, INTERVAL, SIZE, refuse_unused
+from tcpmax.engine.certs import DEFAULT_NAMES
+from tcpmax.engine.serve_tls import ServerTls, TlsServerError, load_server_tls
 from tcpmax.engine.server import ListenError, ServeRun, open_listeners
 from tcpmax.model.schema import Schema
-from tcpmax.model.serve import Mode, ServeConfig
+from tcpmax.model.serve import Mode, ServeConfig, ServeTls
 from tcpmax.model.units import format_bytes, format_count, shown
 
 __all__ = ["parse_address", "parse_ports", "serve"]
@@ -80,7 +86,10 @@ class _Status:
                 f"{format_bytes(snap['rss_bytes'])}{kern}"
                 + (f" | accept errors: {errors}" if errors else "")
                 + (" | MEMORY FLOOR: accepting nothing" if snap["memory_floor"]["active"]
-                   else ""))
+                   else "")
+                + ("" if snap["tls"] is None else
+                   f" | TLS {format_count(snap['tls_handshakes'])} handshakes, "
+                   f"{format_count(sum(snap['tls_handshake_failures'].values()))} failed"))
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -114,7 +123,38 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
         for name, value in s.ws_handshake_failures.items():
             if value:
                 t.add_row(f"handshake failed: {name}", format_count(value))
+    if run.tls is not None:
+        t.add_row("TLS handshakes", format_count(s.tls_handshakes))
+        if s.tls_handshake_mean_us is not None:
+            t.add_row("TLS handshake, mean (accept to done)",
+                      f"{s.tls_handshake_mean_us / 1000:,.2f} ms")
+        for name, value in s.tls_handshake_failures.items():
+            if value:
+                t.add_row(f"TLS handshake failed: {name}", format_count(value))
     return t
+
+
+def _tls_config(tls: str | None, tls_key: str | None, host: str) -> ServeTls | None:
+    if tls is None:
+        refuse_unused("--tls", "tls_key", "tls_cert_out")
+        return None
+    if tls == "self-signed":
+        refuse_unused("--tls CERT (a certificate file)", "tls_key")
+        extra = () if ipaddress.ip_address(host).is_unspecified else (host,)
+        return ServeTls(self_signed=tuple(dict.fromkeys((*DEFAULT_NAMES, *extra))))
+    refuse_unused("--tls self-signed", "tls_cert_out")
+    return ServeTls(cert_file=tls, key_file=tls_key)
+
+
+def _show_tls(err: Console, tls: ServerTls, where: str, out: Path) -> None:
+    """Say what a client needs to trust the certificate, as the next command to type."""
+    if not tls.names:
+        err.print(f"TLS: certificate SHA-256 {tls.sha256}", highlight=False, emoji=False,
+                  soft_wrap=True)
+        return
+    err.print(f"TLS: self-signed certificate for {', '.join(tls.names)}\n"
+              f"  SHA-256 {tls.sha256}\n  trust it with: tcpmax load tls://{where} --ca {out}",
+              highlight=False, emoji=False, soft_wrap=True)
 
 
 @click.command()
@@ -136,10 +176,23 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
               help="ws: after the upgrade, hold (answer pings, discard data), echo data "
                    "frames, or push a timestamped text frame each --push-interval.")
 @click.option("--handshake-timeout", type=INTERVAL, default="10s", show_default=True,
-              help="ws: drop (RST) a client whose upgrade request is not complete by then.")
+              help="ws, --tls: drop (RST) a client whose TLS handshake or upgrade request is "
+                   "not complete by then.")
 @click.option("--ws-max-frame", type=click.IntRange(125, 16 * 1024 * 1024), default=65536,
               show_default=True, metavar="BYTES",
               help="ws: refuse larger frames with close code 1009.")
+@click.option("--tls", "tls", metavar="CERT|self-signed",
+              help="Speak TLS on every connection (any --mode; ws becomes wss). CERT is a PEM "
+                   "file with the certificate chain, and the private key too unless "
+                   "--tls-key names it (an option takes a fixed number of values, so the key "
+                   "has its own). 'self-signed' makes a throwaway certificate for localhost, "
+                   "127.0.0.1, ::1 and --host, and prints how a client trusts it.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), metavar="KEY",
+              help="--tls CERT: the PEM private key, when CERT does not hold it.")
+@click.option("--tls-cert-out", type=click.Path(dir_okay=False, writable=True),
+              metavar="FILE",
+              help="--tls self-signed: write the certificate (never the key) to FILE for "
+                   "clients' --ca, and keep it [default: a temporary file removed at exit].")
 @click.option("--max-connections", type=COUNT, default=100_000, show_default=True,
               metavar="N", help="Most connections held at once; sets the worker count "
                                 "(from the open-file limit) and each worker's share.")
@@ -173,6 +226,7 @@ def _summary(run: ServeRun, reason: str, elapsed: float) -> Table:
               help="At exit, print the final counters as JSON on stdout.")
 def serve(host: str, port: int | None, port_range: str | None, mode: str,
           ws_then: str, handshake_timeout: float, ws_max_frame: int,
+          tls: str | None, tls_key: str | None, tls_cert_out: str | None,
           max_connections: int, workers: int | None, backlog: int | None,
           idle_timeout: float | None, duration: float | None, drain: bool,
           drain_timeout: float, push_interval: float, message_size: int,
@@ -192,13 +246,17 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
       tcpmax serve --mode echo --duration 5m
       tcpmax serve --mode push --push-interval 5s --message-size 64
       tcpmax serve --mode ws --ws-then echo
+      tcpmax serve --mode echo --tls self-signed --tls-cert-out ca.pem
+      tcpmax serve --mode ws --tls server.pem --tls-key server.key
     """
     err = stderr_console()
     pushing = mode == Mode.PUSH or (mode == Mode.WS and ws_then == Mode.PUSH)
     if not pushing:
         refuse_unused("--mode push or --ws-then push", "push_interval", "message_size")
     if mode != Mode.WS:
-        refuse_unused("--mode ws", "ws_then", "handshake_timeout", "ws_max_frame")
+        refuse_unused("--mode ws", "ws_then", "ws_max_frame")
+        if tls is None:
+            refuse_unused("--mode ws or --tls", "handshake_timeout")
     if not drain:
         refuse_unused("--drain", "drain_timeout")
     if port is not None and port_range is not None:
@@ -208,6 +266,31 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
         ipaddress.ip_address(host)
     except ValueError:
         raise click.BadParameter(f"{host!r} is not an IP address", param_hint="--host") from None
+    tls_cfg = _tls_config(tls, tls_key, host)
+    if tls_cert_out is not None and not os.access(Path(tls_cert_out).parent, os.W_OK):
+        raise click.BadParameter(f"cannot write {shown(tls_cert_out)}: its directory is not "
+                                 "writable", param_hint="--tls-cert-out")
+    server_tls: ServerTls | None = None
+    if tls_cfg is not None:
+        try:        # refused before anything is bound; a certificate made once, here
+            server_tls = load_server_tls(tls_cfg)
+        except TlsServerError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tls") from None
+    # A self-signed certificate is written out before the port opens: a client that connects
+    # as soon as it can already finds the file to trust.
+    cert_out: Path | None = None
+    if server_tls is not None and server_tls.names:
+        if tls_cert_out is not None:
+            cert_out = Path(tls_cert_out)
+        else:       # removed however the command ends, even refused later (port in use)
+            tmp = tempfile.mkdtemp(prefix="tcpmax-serve-")
+            click.get_current_context().call_on_close(lambda: shutil.rmtree(tmp, True))
+            cert_out = Path(tmp) / "cert.pem"
+        try:
+            cert_out.write_bytes(server_tls.cert_pem)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {shown(str(cert_out))}: {exc.strerror}",
+                                     param_hint="--tls-cert-out") from exc
     try:
         cfg = ServeConfig(host=host, ports=ports, mode=Mode(mode),
                           max_connections=max_connections, backlog=backlog,
@@ -217,7 +300,7 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
                           ws_then=Mode(ws_then), handshake_timeout=handshake_timeout,
                           ws_max_frame=ws_max_frame,
                           metrics=parse_address(metrics) if metrics else None,
-                          min_free=min_free)
+                          min_free=min_free, tls=tls_cfg)
         listeners, infos = open_listeners(cfg)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -233,7 +316,7 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
             + f": {exc.strerror} ({hint.get(exc.errno or 0, 'see the error')})",
             param_hint=option) from exc
     try:
-        run = ServeRun(cfg, listeners, infos)
+        run = ServeRun(cfg, listeners, infos, server_tls)
     except ValueError as exc:
         for s in listeners:
             s.close()
@@ -256,13 +339,20 @@ def serve(host: str, port: int | None, port_range: str | None, mode: str,
     if run.metrics is not None:
         host_m, port_m = run.metrics.address
         err.print(f"metrics: http://{_hostport(host_m, port_m)}/metrics and /stats",
-                  highlight=False)
+                  highlight=False, emoji=False, soft_wrap=True)
+    if run.tls is not None:
+        first = infos[0]
+        near = "127.0.0.1" if ipaddress.ip_address(first.host).is_unspecified else first.host
+        _show_tls(err, run.tls, _hostport(near, first.port), cert_out or Path())
     status = _Status(run, err, status_every)
     started = time.monotonic()
     reason = run.run(tick=None if quiet else status.tick,
                      log=lambda msg: err.print(msg, highlight=False))
     elapsed = time.monotonic() - started
     if as_json:
-        emit_json(Schema.SERVE_STATS, run.snapshot(), stopped=reason, elapsed_s=round(elapsed, 3))
+        snap = run.snapshot()
+        if snap["tls"] is not None:
+            snap["tls"]["cert_out"] = tls_cert_out    # None: it was a temporary file
+        emit_json(Schema.SERVE_STATS, snap, stopped=reason, elapsed_s=round(elapsed, 3))
     else:
         err.print(_summary(run, reason, elapsed))

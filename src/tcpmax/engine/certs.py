@@ -19,9 +19,11 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 
+from tcpmax.model.serve import LOOPBACK_NAMES
+
 __all__ = ["SelfSigned", "self_signed", "server_context"]
 
-DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+DEFAULT_NAMES = LOOPBACK_NAMES
 # Long enough for any run (a run is capped at a year), short enough to be visibly throwaway.
 VALIDITY = datetime.timedelta(days=400)
 

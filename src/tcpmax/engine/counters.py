@@ -75,6 +75,14 @@ class Col(IntEnum):
     WS_FAIL_TIMEOUT = 49
     WS_FAIL_ABANDONED = 50
     MEM_FLOOR = 51           # serve: set by the supervisor while MemAvailable < --min-free
+    # serve --tls, numbered from the top of the row to leave 52-55 to others.
+    TLS_HANDSHAKES = 56      # server-side handshakes completed
+    TLS_HANDSHAKE_US = 57    # their summed duration, accept to done, in microseconds
+    TLS_FAIL_NOT_TLS = 58    # one per model.serve.TLS_FAILURES
+    TLS_FAIL_CLOSED_IN_HANDSHAKE = 59
+    TLS_FAIL_HANDSHAKE_TIMEOUT = 60
+    TLS_FAIL_ALERT = 61
+    TLS_FAIL_OTHER = 62
 
 
 N_COLS = 64              # room to grow without changing the row size users may rely on

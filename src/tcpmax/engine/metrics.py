@@ -60,6 +60,19 @@ class ServeCollector(Collector):
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)
+        if s.get("tls") is not None:
+            yield CounterMetricFamily("tcpmax_serve_tls_handshakes",
+                                      "TLS handshakes completed", value=s["tls_handshakes"])
+            tls_failed = CounterMetricFamily("tcpmax_serve_tls_handshake_failures",
+                                             "TLS handshakes failed, by name",
+                                             labels=["name"])
+            for name, value in s["tls_handshake_failures"].items():
+                tls_failed.add_metric([name], value)
+            yield tls_failed
+            if s.get("tls_handshake_mean_us") is not None:
+                yield GaugeMetricFamily("tcpmax_serve_tls_handshake_mean_seconds",
+                                        "Mean TLS handshake time, accept to done",
+                                        value=s["tls_handshake_mean_us"] / 1e6)
         errors = CounterMetricFamily("tcpmax_serve_accept_errors",
                                      "accept() failures by errno", labels=["errno"])
         for errno_name, value in s["accept_errors"].items():

@@ -32,7 +32,7 @@ from tcpmax.engine.server import Server
 from tcpmax.host.process import process_memory
 from tcpmax.model.capacity import Protocol, ProtocolMemoryMeasurement
 from tcpmax.model.load import Endpoint, LoadConfig, TlsOptions, WsOptions
-from tcpmax.model.serve import Mode, ServeConfig
+from tcpmax.model.serve import Mode, ServeConfig, ServeTls
 
 __all__ = ["default_counts", "measure_protocol_bytes"]
 
@@ -42,12 +42,9 @@ HOST = "127.0.0.1"
 def _serve_config(protocol: Protocol, most: int) -> ServeConfig:
     ws = protocol in (Protocol.WS, Protocol.WSS)
     tls = protocol in (Protocol.TLS, Protocol.WSS)
-    extra: dict[str, object] = {}
-    if tls:
-        extra["tls_self_signed"] = True
     return ServeConfig(host=HOST, ports=(0,), mode=Mode.WS if ws else Mode.HOLD,
-                       ws_then=Mode.HOLD, max_connections=most, workers=1,
-                       duration=600.0, **extra)  # type: ignore[arg-type]
+                       ws_then=Mode.HOLD, max_connections=most, workers=1, duration=600.0,
+                       tls=ServeTls(self_signed=(HOST,)) if tls else None)
 
 
 def _load_config(protocol: Protocol, port: int, count: int) -> LoadConfig:

@@ -19,6 +19,11 @@ that does not read its replies.
 WebSocket (--mode ws): the same loop, with the protocol in serve_ws.WsSide. Its branches sit
 behind a `side is not None` test where the plain modes pass (a hold read, accept, close), so
 plain hold, echo and push run as before.
+
+TLS (--tls): the loop's `read`, `write` and `close` are picked once, before it starts: os's
+for plain TCP, serve_tls.TlsSide's for TLS, which also drives each handshake from inside
+`read`. The plain path pays one `tls is not None` test per accept and per poll, nothing per
+read or write.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ import os
 import select
 import signal
 import socket
+import ssl
 import time
 from array import array
 
 from tcpmax.engine.counters import Col, CounterTable, WorkerState
+from tcpmax.engine.serve_tls import TlsSide
 from tcpmax.engine.serve_ws import HANDSHAKING, WsSide
 from tcpmax.engine.sockopts import LINGER_RESET
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
@@ -71,8 +78,9 @@ def _reset_close(fd: int) -> None:
 
 
 def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterTable,
-               slot: int, budget: int) -> None:
-    """Serve until SIGTERM; returns after closing (or draining) every connection."""
+               slot: int, budget: int, tls_context: ssl.SSLContext | None = None) -> None:
+    """Serve until SIGTERM; returns after closing (or draining) every connection. With
+    `tls_context`, every connection is TLS (the context the supervisor built before forking)."""
     row, wake_r, fd_limit, ep = worker_prologue(table, slot, budget)
     held = bytearray(fd_limit)                      # 1 where the fd is a held connection
     track_idle = cfg.idle_timeout is not None
@@ -81,9 +89,15 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     ws = cfg.mode is Mode.WS
     echo = cfg.mode is Mode.ECHO
     push = cfg.mode is Mode.PUSH or (ws and cfg.ws_then is Mode.PUSH)
-    nonblocking = echo or push or ws
+    nonblocking = echo or push or ws    # TLS sockets are made non-blocking when wrapped
     fresh = HANDSHAKING if ws else 1                # `held` value of a just-accepted fd
-    side = WsSide(cfg, fd_limit, ep, pending, row) if ws else None
+    tls = (None if tls_context is None else
+           TlsSide(tls_context, cfg.handshake_timeout, ep, pending, row,
+                   listeners[0].family if listeners else socket.AF_INET))
+    read, write, close = (os.read, os.write, os.close) if tls is None else \
+        (tls.read, tls.write, tls.close)
+    reset = _reset_close if tls is None else tls.reset
+    side = WsSide(cfg, fd_limit, ep, pending, row, write) if ws else None
 
     lsocks = {s.fileno(): s for s in listeners}
 
@@ -129,9 +143,6 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     drain_deadline = float("inf")
     pad = b" " * max(0, cfg.message_size - 21)
     poll = ep.poll
-    read = os.read
-    write = os.write
-    close = os.close
 
     while True:
         events = poll(FLUSH_EVERY, 1024)
@@ -192,7 +203,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 close(fd)
             elif fd == wake_r:
                 try:
-                    signals = read(wake_r, 64)
+                    signals = os.read(wake_r, 64)
                 except BlockingIOError:
                     signals = b""
                 if signal.SIGTERM in signals and not stopping:
@@ -239,6 +250,8 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         last[cfd] = now
                     if side is not None:
                         side.accepted(cfd, now)
+                    if tls is not None:
+                        tls.accepted(cfd, now)
                     pause_len = PAUSE_FIRST
 
         now = time.monotonic()
@@ -248,12 +261,22 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 or (state is WorkerState.PAUSED and now >= pause_until and n_open < budget)):
             listen_on()
             state = WorkerState.RUNNING
-        if side is not None and side.handshaking:
-            for fd in side.expired(now):
+        if tls is not None and tls.handshaking:
+            for fd in tls.expired(now):
+                if side is not None:
+                    side.discard(fd)
+                pending.pop(fd, None)
                 held[fd] = 0
                 n_open -= 1
                 closed += 1
-                _reset_close(fd)
+                reset(fd)
+        if side is not None and side.handshaking:
+            for fd in side.expired(now):
+                pending.pop(fd, None)
+                held[fd] = 0
+                n_open -= 1
+                closed += 1
+                reset(fd)
         if now >= next_push and side is not None:
             sent, skipped = side.push(held, encode_frame(
                 Opcode.TEXT, b"%d" % time.time_ns() + pad))
@@ -286,7 +309,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                     n_open -= 1
                     closed += 1
                     idle_closed += 1
-                    _reset_close(fd)
+                    reset(fd)
                 fd = held.find(1, fd + 1)
             next_idle = now + 1.0
         if stopping and (n_open == 0 or now >= drain_deadline):
@@ -294,12 +317,12 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 for fd in side.drop_handshakes():
                     held[fd] = 0
                     closed += 1
-                    _reset_close(fd)
+                    reset(fd)
             fd = held.find(1)
             while fd != -1:
                 held[fd] = 0
                 closed += 1
-                _reset_close(fd)
+                reset(fd)
                 fd = held.find(1, fd + 1)
             n_open = 0
             pending.clear()
@@ -314,7 +337,8 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 *(() if side is None else (     # later pairs overwrite the plain totals
                     (Col.BYTES_OUT, bytes_out + side.bytes_out),
                     (Col.BACKPRESSURE, backpressure + side.backpressure),
-                    *side.counts()))))
+                    *side.counts())),
+                *(() if tls is None else tls.counts())))
             next_flush = now + FLUSH_EVERY
             if state is WorkerState.DEAD:
                 return

@@ -16,6 +16,7 @@ A held idle connection is thus two bytes in preallocated arrays and no Python ob
 
 Writes go through `send`, which queues behind bytes already pending and switches the fd to
 EPOLLOUT when the socket buffer is full: a frame is never half-written and then interleaved.
+Its `write` is os.write, or for wss the TLS side's (engine/serve_tls.py), picked at start.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import select
 from array import array
+from collections.abc import Callable
 
 from tcpmax.engine.counters import Col
 from tcpmax.model.serve import Mode, ServeConfig
@@ -70,7 +72,9 @@ _warm()
 
 class WsSide:
     def __init__(self, cfg: ServeConfig, fd_limit: int, ep: select.epoll,
-                 pending: dict[int, bytes], row: memoryview) -> None:
+                 pending: dict[int, bytes], row: memoryview,
+                 write: Callable[[int, bytes], int] = os.write) -> None:
+        self.write = write             # os.write, or the TLS side's write for wss
         self.echo = cfg.ws_then is Mode.ECHO
         self.max_payload = cfg.ws_max_frame
         self.timeout = cfg.handshake_timeout
@@ -103,6 +107,12 @@ class WsSide:
         if self.handshaking.pop(fd, None) is not None:
             self.failures[_FAIL_INDEX[HandshakeFailure.ABANDONED]] += 1
 
+    def discard(self, fd: int) -> None:
+        """Forget `fd` without counting: closed for a reason already counted (TLS)."""
+        self.inbuf.pop(fd, None)
+        self.msg_state[fd] = 0
+        self.handshaking.pop(fd, None)
+
     def expired(self, now: float) -> list[int]:
         """Handshakes past their deadline, forgotten and counted; the worker closes them."""
         late: list[int] = []
@@ -131,7 +141,7 @@ class WsSide:
             self.pending[fd] = queued + data
             return True
         try:
-            n = os.write(fd, data)
+            n = self.write(fd, data)
         except BlockingIOError:
             n = 0
         except OSError:
@@ -207,13 +217,14 @@ class WsSide:
         """Send one frame to every upgraded connection; (sent, skipped for a full buffer)."""
         sent = skipped = 0
         pending = self.pending
+        write = self.write
         fd = held.find(UPGRADED)
         while fd != -1:
             if fd in pending:
                 skipped += 1
             else:
                 try:
-                    n = os.write(fd, frame)
+                    n = write(fd, frame)
                 except BlockingIOError:
                     n = 0
                 except OSError:

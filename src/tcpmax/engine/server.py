@@ -23,13 +23,14 @@ from typing import Any
 
 from tcpmax.engine.counters import ACCEPT_ERRNOS, Col, CounterTable, WorkerState
 from tcpmax.engine.metrics import MetricsServer
+from tcpmax.engine.serve_tls import ServerTls, load_server_tls
 from tcpmax.engine.serve_worker import run_worker
 from tcpmax.engine.supervisor import Supervisor, fork_child
 from tcpmax.host.inspect import read_meminfo, read_sockstat, read_sysctl
 from tcpmax.host.process import raise_nofile, rss_bytes
 from tcpmax.model.limits import default_min_free
 from tcpmax.model.schema import Schema, document
-from tcpmax.model.serve import ServeConfig, WorkerPlan, plan_workers
+from tcpmax.model.serve import TLS_FAILURES, ServeConfig, WorkerPlan, plan_workers
 from tcpmax.model.ws import HandshakeFailure
 
 __all__ = ["ListenInfo", "ServeRun", "ServeStats", "Server", "WorkerStats", "open_listeners"]
@@ -79,6 +80,9 @@ class ServeStats:
     ws_frames_out: int = 0
     ws_protocol_errors: int = 0
     ws_handshake_failures: dict[str, int] = field(default_factory=dict)  # by cause
+    tls_handshakes: int = 0
+    tls_handshake_mean_us: float | None = None  # accept to handshake done
+    tls_handshake_failures: dict[str, int] = field(default_factory=dict)  # TLS_* names
     per_worker: tuple[WorkerStats, ...] = field(default=())
 
     @classmethod
@@ -91,6 +95,7 @@ class ServeStats:
         errors = {name: total(Col[f"ACCEPT_{name}"]) for name in ACCEPT_ERRNOS}
         errors["other"] = total(Col.ACCEPT_OTHER)
         alive = [r for r in rows if r[Col.STATE] not in (WorkerState.EMPTY, WorkerState.DEAD)]
+        tls_done = total(Col.TLS_HANDSHAKES)
         return cls(
             workers=n, workers_alive=len(alive), open=total(Col.OPEN),
             accepted=total(Col.ACCEPTED), closed=total(Col.CLOSED),
@@ -104,6 +109,11 @@ class ServeStats:
             ws_protocol_errors=total(Col.WS_PROTOCOL_ERRORS),
             ws_handshake_failures={c.value: total(Col[f"WS_FAIL_{c.name}"])
                                    for c in HandshakeFailure},
+            tls_handshakes=tls_done,
+            tls_handshake_mean_us=(round(total(Col.TLS_HANDSHAKE_US) / tls_done, 1)
+                                   if tls_done else None),
+            tls_handshake_failures={name: total(Col[f"TLS_FAIL_{name[4:]}"])
+                                    for name in TLS_FAILURES},
             per_worker=tuple(WorkerStats(i, r[Col.PID], WorkerState(r[Col.STATE]).name.lower(),
                                          r[Col.OPEN], r[Col.ACCEPTED], r[Col.CLOSED],
                                          r[Col.RESTARTS]) for i, r in enumerate(rows)))
@@ -160,11 +170,23 @@ class ServeRun:
     """One supervised serve run in the calling process."""
 
     def __init__(self, cfg: ServeConfig, listeners: list[socket.socket] | None = None,
-                 infos: list[ListenInfo] | None = None) -> None:
+                 infos: list[ListenInfo] | None = None, tls: ServerTls | None = None) -> None:
+        """`tls`: the context `load_server_tls(cfg.tls)` built, when the caller needed it
+        before binding (the CLI writes a self-signed certificate out first)."""
         self.cfg = cfg
         nofile = raise_nofile()
         self.plan: WorkerPlan = plan_workers(cfg.max_connections, nofile,
                                              len(os.sched_getaffinity(0)), cfg.workers)
+        # Built once here, before any fork (and before binding): the workers share the
+        # certificate and its context, and a self-signed one is the same in every worker.
+        self.tls: ServerTls | None = tls
+        if cfg.tls is not None and tls is None:
+            try:
+                self.tls = load_server_tls(cfg.tls)
+            except BaseException:
+                for sock in listeners or ():
+                    sock.close()
+                raise
         if listeners is None:
             listeners, infos = open_listeners(cfg)
         self.listeners = listeners
@@ -195,6 +217,9 @@ class ServeRun:
         """Everything /stats reports: worker counters, listeners, memory, kernel sockets."""
         data = document(Schema.SERVE_STATS, self.stats(), listeners=self.infos)
         data["rss_bytes"] = self.rss_bytes()
+        data["tls"] = None if self.tls is None else {
+            "sha256": self.tls.sha256, "self_signed": bool(self.tls.names),
+            "names": list(self.tls.names)}
         data["memory_floor"] = {"min_free_bytes": self.min_free, "active": self.floor_active,
                                 "times_reached": self.floor_reached,
                                 "mem_available_bytes": self.mem_available}
@@ -236,9 +261,10 @@ class ServeRun:
             ready: Callable[[], None] | None = None,
             log: Callable[[str], None] | None = None) -> str:
         budget = self.plan.budget
+        tls_context = None if self.tls is None else self.tls.context
 
         def worker(slot: int) -> None:
-            run_worker(self.cfg, self.listeners, self.table, slot, budget)
+            run_worker(self.cfg, self.listeners, self.table, slot, budget, tls_context)
 
         self.supervisor = Supervisor(self.plan.workers, worker, self.table,
                                      grace=self.cfg.grace + (self.cfg.drain_timeout
@@ -284,6 +310,7 @@ class Server:
 
     Raises (from `start`):
         OSError: a listener could not be bound (EADDRINUSE, EADDRNOTAVAIL, ...).
+        TlsServerError: `cfg.tls` names a certificate or key that cannot serve.
         TimeoutError: the workers did not start in time (everything started is stopped).
 
     Example:
@@ -307,6 +334,12 @@ class Server:
     def metrics_address(self) -> tuple[str, int] | None:
         assert self._run is not None, "start() first"
         return None if self._run.metrics is None else self._run.metrics.address
+
+    @property
+    def tls(self) -> ServerTls | None:
+        """The certificate served (PEM, SHA-256) when the config asks for TLS."""
+        assert self._run is not None, "start() first"
+        return self._run.tls
 
     @property
     def plan(self) -> WorkerPlan:

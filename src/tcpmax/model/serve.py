@@ -14,7 +14,8 @@ from enum import StrEnum
 
 from tcpmax.model.capacity import FD_RESERVE_PER_PROCESS, MAX_PROCESSES
 
-__all__ = ["Mode", "ServeConfig", "WorkerPlan", "plan_workers"]
+__all__ = ["LOOPBACK_NAMES", "TLS_FAILURES", "Mode", "ServeConfig", "ServeTls", "WorkerPlan",
+           "plan_workers", "tls_failure_kind"]
 
 
 class Mode(StrEnum):
@@ -22,6 +23,44 @@ class Mode(StrEnum):
     ECHO = "echo"    # write back every byte read, with backpressure
     PUSH = "push"    # send a timestamped line to every connection each interval
     WS = "ws"        # WebSocket: answer the upgrade, then hold, echo or push (`ws_then`)
+
+
+# What a throwaway certificate is valid for unless told otherwise: the names a client on
+# this host uses.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+# A server counts its failed TLS handshakes in these buckets (shared-memory columns are fixed):
+# the names are model.errors.tls_error_name's where one fits, the rest fall in TLS_OTHER.
+TLS_FAILURES = ("TLS_NOT_TLS", "TLS_CLOSED_IN_HANDSHAKE", "TLS_HANDSHAKE_TIMEOUT",
+                "TLS_ALERT", "TLS_OTHER")
+
+
+def tls_failure_kind(name: str) -> str:
+    """The bucket of a handshake failure name: ``TLS_ALERT_UNKNOWN_CA`` -> ``TLS_ALERT`` (the
+    client refused our certificate), ``TLS_NO_SHARED_CIPHER`` -> ``TLS_OTHER``."""
+    if name in TLS_FAILURES:
+        return name
+    return "TLS_ALERT" if name.startswith("TLS_ALERT_") else "TLS_OTHER"
+
+
+@dataclass(frozen=True)
+class ServeTls:
+    """Where the server's certificate comes from: PEM files, or made at start.
+
+    `cert_file` holds the certificate chain (and the key when `key_file` is None, as in a
+    combined PEM); `self_signed` names (DNS names or IP addresses) ask for a throwaway
+    certificate made in memory instead. Exactly one of the two is given.
+    """
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    self_signed: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) == (not self.self_signed):
+            raise ValueError("TLS needs a certificate file or self-signed names, not both")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("a key file goes with a certificate file")
 
 
 @dataclass(frozen=True)
@@ -50,11 +89,12 @@ class ServeConfig:
     message_size: int = 0                 # push: pad each line to this many bytes
     workers: int | None = None            # None: derived by plan_workers
     ws_then: Mode = Mode.HOLD             # ws: what follows the upgrade (hold, echo, push)
-    handshake_timeout: float = 10.0       # ws: drop a client whose request is not in by then
+    handshake_timeout: float = 10.0       # ws, tls: drop a client not through its handshakes
     ws_max_frame: int = 65536             # ws: larger frames are refused (close 1009)
     grace: float = 5.0                    # TERM -> KILL escalation for workers
     metrics: tuple[str, int] | None = None  # serve /metrics and /stats here
     min_free: int | None = None           # MemAvailable floor: accept nothing below it
+    tls: ServeTls | None = None           # TLS on every connection (hold, echo, push, ws)
 
     def __post_init__(self) -> None:
         if not self.ports:
