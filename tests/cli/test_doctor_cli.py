@@ -146,3 +146,14 @@ def test_measure_with_ws_reports_both_sides_from_a_real_serve_and_load():
     assert data["costs"]["user_bytes_per_connection"] == max(
         m["server_bytes_per_connection"], m["client_bytes_per_connection"])
     assert data["costs"]["user_source"].startswith("measured here")
+
+
+@pytest.mark.timeout(180)
+def test_measure_with_tls_finds_kilobytes_of_openssl_state_on_each_side():
+    data = doctor_json("--tls", "--measure")
+    m = data["protocol_measurement"]
+    assert m["protocol"] == "tls"
+    # OpenSSL's per-connection state: kilobytes, where a plain held connection costs bytes.
+    assert m["server_bytes_per_connection"] > 2_000
+    assert m["client_bytes_per_connection"] > 2_000
+    assert _memory(data)["limit"] < _memory(doctor_json())["limit"]

@@ -115,7 +115,7 @@ def test_tls_sizes_each_machine_by_the_tls_bytes_per_connection():
     base = ("--connections", "10M", "--memory", "16GiB", "--cores", "8", "--json")
     plain, tls = json.loads(run(*base).output), json.loads(run(*base, "--tls").output)
     assert tls["request"]["costs"]["protocol"] == "tls"
-    assert tls["request"]["costs"]["user_bytes_per_connection"] == 24_000
+    assert tls["request"]["costs"]["user_bytes_per_connection"] == 36_000
     assert tls["servers"]["capacity"] < plain["servers"]["capacity"]
     assert tls["servers"]["machines"] > plain["servers"]["machines"]
     assert tls["deployment"]["steps"][-1]["commands"][0].startswith("tcpmax load tls://")

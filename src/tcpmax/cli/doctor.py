@@ -302,7 +302,7 @@ def _measure_protocol(protocol: Protocol, err: Console) -> ProtocolMemoryMeasure
                    "--ws, also measure that protocol's user-space bytes per connection with "
                    "tcpmax serve and tcpmax load on loopback (~5-15 s more).")
 @click.option("--tls", is_flag=True,
-              help="Size connections that carry TLS: OpenSSL keeps ~24 KB per connection in "
+              help="Size connections that carry TLS: OpenSSL keeps 11-36 KB per connection in "
                    "user space, which moves the memory wall (measured with --measure).")
 @click.option("--ws", is_flag=True,
               help="Size WebSocket connections (with --tls: wss). tcpmax keeps no object "
@@ -313,7 +313,7 @@ def _measure_protocol(protocol: Protocol, err: Console) -> ProtocolMemoryMeasure
 @click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
               help="User-space bytes per connection of the program holding them "
-                   "(tcpmax serve ~100, asyncio ~2,600) [default with --tls: 24,000; "
+                   "(tcpmax serve ~100, asyncio ~2,600) [default with --tls: 36,000; "
                    "with --ws: 200].")
 @click.option("--proc-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=LIVE_PROC, show_default=True,

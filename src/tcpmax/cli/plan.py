@@ -128,9 +128,9 @@ def render_deployment(d: Deployment, console: Console) -> None:
 @click.option("--user-bytes", type=BYTES_PER_CONNECTION, default=DEFAULT_USER_BYTES_PER_CONNECTION,
               show_default=True, metavar="B",
               help="Application bytes per connection (asyncio ~2,600, tcpmax serve ~100) "
-                   "[default with --tls: 24,000; with --ws: 200].")
+                   "[default with --tls: 36,000; with --ws: 200].")
 @click.option("--tls", is_flag=True,
-              help="Connections carry TLS: ~24 KB of OpenSSL state per connection in user "
+              help="Connections carry TLS: up to 36 KB of OpenSSL state per connection in user "
                    "space on each side (measured: docs/benchmarks.md; `tcpmax doctor --tls "
                    "--measure` for this host's). The printed commands use tls:// and --tls.")
 @click.option("--ws", is_flag=True,

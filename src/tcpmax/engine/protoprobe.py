@@ -13,7 +13,7 @@ once whatever it holds (the interpreter, OpenSSL's context and CA store), which 
 by one count would smear over the connections; the warm-up keeps the server's first
 handshakes (pages of the handshake code and allocator arenas touched once) out of it.
 What is left swings by about 300 B between runs (pages are 4 KiB and the allocator keeps
-what it freed): enough to tell 24 KB of TLS from a few hundred bytes of WebSocket, not to
+what it freed): enough to tell 10-35 KB of TLS from a few hundred bytes of WebSocket, not to
 tell 50 B from 250 B.
 
 Kernel memory is not measured here: an idle TLS or WebSocket socket queues nothing, so its
@@ -82,7 +82,7 @@ def _one_load(server: Server, protocol: Protocol, port: int,
 
 def default_counts(protocol: Protocol) -> tuple[int, int]:
     """(small, large) for a probe of a few seconds: TLS handshakes run at about a thousand a
-    second on a small machine, and 24 KB per connection needs fewer to show."""
+    second on a small machine, and 10-35 KB per connection needs fewer to show."""
     if protocol in (Protocol.TLS, Protocol.WSS):
         return 500, 2000
     return 2000, 10_000

@@ -87,11 +87,13 @@ class Protocol(StrEnum):
 # User-space bytes per held idle connection, per side, by protocol, when nothing was
 # measured (docs/benchmarks.md). WebSocket: tcpmax serve keeps no object per connection
 # after the upgrade (1-37 B measured, 160 B with the one-off per worker at 50,000): the
-# issue's 200 B budget. TLS: OpenSSL's state per connection, 23,788 B measured on the
-# client side through Python's ssl (one SSLSocket per fd), rounded up; TLS dominates WSS.
+# issue's 200 B budget. TLS: OpenSSL's state per connection through Python's ssl (one
+# SSLSocket per fd), the largest side measured: tcpmax load keeps 35.6 KB into a server that
+# sends two TLS 1.3 session tickets (23.8 KB through nginx, which sends none); tcpmax serve
+# 15.9 KB at 20,000, nginx 36.0 KB. TLS dominates WSS.
 # `doctor --measure --tls` replaces these with this host's own figures.
 PROTOCOL_USER_BYTES = {Protocol.TCP: DEFAULT_USER_BYTES_PER_CONNECTION, Protocol.WS: 200,
-                       Protocol.TLS: 24_000, Protocol.WSS: 24_000}
+                       Protocol.TLS: 36_000, Protocol.WSS: 36_000}
 # File descriptors a worker keeps for itself: stdio, epoll, listeners, pipes, shared memory.
 FD_RESERVE_PER_PROCESS = 64
 # tcpmax never forks more workers than this for one side of a run.
