@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import open_connections
 
+from tcpmax.engine import load_worker, serve_worker
+from tcpmax.engine import server as server_mod
 from tcpmax.engine.loader import LoadRun
 from tcpmax.engine.server import Server
 from tcpmax.model.load import Endpoint, LoadConfig, PortStrategy, WsOptions, loopback_sources
@@ -64,6 +66,8 @@ def wait_server_empty(server: Server) -> None:
 
 _RAMP_ELSEWHERE = """
 import json, sys
+from tcpmax.engine import load_worker, serve_worker
+from tcpmax.engine import server as server_mod
 from tcpmax.engine.loader import LoadRun
 from tcpmax.model.load import Endpoint, LoadConfig
 r = LoadRun(LoadConfig((Endpoint(sys.argv[1], int(sys.argv[2])),), int(sys.argv[3]), hold=0)).run()
@@ -163,14 +167,20 @@ def bench_ws(n: int, rounds: int) -> None:
 
     CPU is counted from the children's rusage: the load workers are reaped when the load
     returns, the server's workers when the server stops (its start and stop included)."""
+    late = "ws:// into serve --mode ws, no early write or deferred accept"
     times: dict[str, list[float]] = {"plain into serve --mode hold": [],
-                                     "ws:// into serve --mode ws": []}
+                                     "ws:// into serve --mode ws": [], late: []}
     configs = {"plain into serve --mode hold": ServeConfig(ports=(0,),
                                                           max_connections=n + 10_000),
                "ws:// into serve --mode ws": ServeConfig(mode=Mode.WS, ports=(0,),
                                                          max_connections=n + 10_000)}
+    configs[late] = configs["ws:// into serve --mode ws"]
+    labels = list(times)
     for i in range(rounds):
-        for label in (list(times) if i % 2 == 0 else list(reversed(times))):
+        for label in labels[i % 3:] + labels[:i % 3]:
+            # The switches are read by the forked workers (client and server) of this run.
+            on = label != late
+            load_worker.EAGER_OPENING = serve_worker.EARLY_READ = server_mod.DEFER_WS = on
             cpu0 = children_cpu()
             with Server(configs[label]) as server:
                 host, port = server.addresses[0]
@@ -193,7 +203,8 @@ def bench_ws(n: int, rounds: int) -> None:
     emit({"bench": "ws", "summary": True,
           "median_rate": {k: round(n / v) for k, v in med.items()},
           "ws_vs_plain": round(med["plain into serve --mode hold"]
-                               / med["ws:// into serve --mode ws"], 3)})
+                               / med["ws:// into serve --mode ws"], 3),
+          "ws_late_vs_plain": round(med["plain into serve --mode hold"] / med[late], 3)})
 
 
 def bench_strategy(n: int, sources: int, rounds: int) -> None:

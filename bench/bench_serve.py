@@ -35,6 +35,8 @@ from harness import (
     start_baseline,
 )
 
+from tcpmax.engine import serve_worker
+from tcpmax.engine import server as server_mod
 from tcpmax.engine.server import Server
 from tcpmax.model.serve import Mode, ServeConfig
 from tcpmax.model.units import parse_count
@@ -47,10 +49,11 @@ class Subject:
         self.kind = kind
         self.tcpmax: Server | None = None
         self.baseline: BaselineServer | None = None
-        if kind in ("tcpmax", "tcpmax-ws"):
+        if kind in ("tcpmax", "tcpmax-ws", "tcpmax-ws-late"):
             then = Mode.ECHO if echo else Mode.HOLD
             # Plain subjects pass no ws option, so this file also drives older trees (A/B).
-            ws = {"mode": Mode.WS, "ws_then": then} if kind == "tcpmax-ws" else {"mode": then}
+            ws = ({"mode": Mode.WS, "ws_then": then} if kind.startswith("tcpmax-ws")
+                  else {"mode": then})
             self.tcpmax = Server(ServeConfig(ports=(0,), max_connections=connections,
                                              workers=workers, **ws)).start()
             self.address = self.tcpmax.addresses[0]
@@ -165,14 +168,20 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def bench_ws_accept(n: int, workers: int, rounds: int) -> None:
     """Connections/s to 'accepted' (plain) and to '101 received' (ws), alternating rounds."""
-    times: dict[str, list[float]] = {"tcpmax": [], "tcpmax-ws": []}
-    for _ in range(rounds):
-        for kind in times:
+    # tcpmax-ws-late: the upgrade request read on the next epoll wake-up instead of right
+    # after accept (serve_worker.EARLY_READ off in the forked workers), for the A/B.
+    times: dict[str, list[float]] = {"tcpmax": [], "tcpmax-ws": [], "tcpmax-ws-late": []}
+    for index in range(rounds):
+        kinds = list(times)
+        for kind in kinds[index % 3:] + kinds[:index % 3]:
+            serve_worker.EARLY_READ = kind != "tcpmax-ws-late"
+            server_mod.DEFER_WS = kind != "tcpmax-ws-late"
             subject = Subject(kind, workers, n)
             try:
                 t0 = time.perf_counter()
                 cpu0 = cpu_seconds(subject.pids())
-                client = open_connections(subject.address, n, websocket=kind == "tcpmax-ws")
+                client = open_connections(subject.address, n,
+                                          websocket=kind.startswith("tcpmax-ws"))
                 port = subject.address[1]
                 wait_until(lambda p=port: accept_queue(p) == 0)
                 elapsed = time.perf_counter() - t0
@@ -191,7 +200,8 @@ def bench_ws_accept(n: int, workers: int, rounds: int) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     emit({"bench": "ws-accept", "summary": True,
           "median_rate": {k: round(n / v) for k, v in med.items()},
-          "ws_vs_plain": round(med["tcpmax"] / med["tcpmax-ws"], 3)})
+          "ws_vs_plain": round(med["tcpmax"] / med["tcpmax-ws"], 3),
+          "ws_late_vs_plain": round(med["tcpmax"] / med["tcpmax-ws-late"], 3)})
 
 
 def bench_accept(n: int, workers: int, rounds: int) -> None:

@@ -202,3 +202,20 @@ def test_tcpmax_serve_ws_echo_returns_probes_with_latency():
     assert result.errors == [] and result.messages_sent > 300
     assert result.messages_received >= 0.8 * result.messages_sent
     assert result.message_latency_us is not None
+
+
+def test_an_upgrade_waits_for_a_connect_still_pending_and_times_it_out_as_a_connect():
+    # A listener that never accepts, with a one-place queue: the first connections complete
+    # (the request is written at once and never answered), the rest stay in SYN_SENT, where
+    # the early write finds no connection and the connect path takes over.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        result = ws_load(listener.getsockname(), 6, connect_timeout=1.0, hold=0)
+    finally:
+        listener.close()
+    errors = result.error_counts
+    assert sum(errors.values()) == 6
+    assert errors.get("WS_HANDSHAKE_TIMEOUT", 0) >= 1
+    assert errors.get("ETIMEDOUT", 0) >= 1

@@ -59,6 +59,8 @@ FREE, CONNECTING, ESTABLISHED, HANDSHAKING, OPENING = 0, 1, 2, 3, 4
 TICK = 0.05
 CONTROL_RELEASE_MS = 0     # column of the control row: when every worker may start closing
 CONTROL_STOP_OPENING = 1   # column of the control row: non-zero = open no more (memory floor)
+# A module switch so bench/bench_load.py can compare both ways in one run.
+EAGER_OPENING = True
 _ERR_COL = {getattr(errno, c.name[4:]): c for c in Col
             if c.name.startswith("ERR_") and c.name != "ERR_OTHER"}
 
@@ -113,6 +115,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     opening_hist = new_histogram()
     count_opening = ws is None          # first messages and replies count as bytes; upgrades not
     unsent: dict[int, bytes] = {}       # fd -> the rest of a request one write did not take
+    # Write the opening request right after connect(): on loopback the handshake has usually
+    # completed inside connect() and the write goes through, saving the EPOLLOUT wake-up and
+    # an epoll_ctl per connection (measured: docs/benchmarks.md). Elsewhere the write fails
+    # with EAGAIN (still connecting) and the connection takes the usual path.
+    eager = (EAGER_OPENING and opening is not None and tls is None
+             and (ws is not None or cfg.first_message is not None))
     named_errors: dict[str, int] = {}     # failures after connect: TLS_*, WS_*, *_REPLY
     samples: dict[str, str] = {}          # failure name -> what the server sent, the first time
 
@@ -216,6 +224,43 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
             write_opening(fd, request)
         else:                       # --expect alone: the server speaks first
             ep.modify(fd, EPOLLIN | EPOLLRDHUP)
+
+    def eager_opening(fd: int) -> bool:
+        """Try the opening request on a connection whose connect() just returned; False: not
+        connected yet, wait for EPOLLOUT as usual (nothing kept for it)."""
+        nonlocal awaiting, bytes_out, in_flight
+        assert opening is not None
+        request = opening.request(fd)
+        try:
+            n = write(fd, request)
+        except BlockingIOError:
+            opening.forget(fd)
+            return False
+        except OSError as exc:          # refused or reset at once: a failed connect
+            opening.forget(fd)
+            in_flight -= 1
+            state[fd] = FREE
+            close(fd)
+            fail(exc.errno or 0)
+            return True
+        t = time.monotonic()
+        connect_hist.record_value(max(1, int((t - started[fd]) * 1e6)))
+        awaiting += 1
+        state[fd] = OPENING
+        started[fd] = t
+        if count_opening:
+            bytes_out += n
+        if n < len(request):
+            unsent[fd] = request[n:]
+            ep.register(fd, EPOLLOUT)
+        elif opening.awaits_reply:
+            ep.register(fd, EPOLLIN | EPOLLRDHUP)
+        else:                           # --first-message alone: sent is established
+            ep.register(fd, EPOLLIN | EPOLLRDHUP)
+            in_flight -= 1
+            awaiting -= 1
+            established(fd, armed=True)
+        return True
 
     def write_opening(fd: int, data: bytes) -> None:
         """Write the request, or what is left of it; a short write keeps the rest in `unsent`
@@ -357,8 +402,10 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                 state[fd] = CONNECTING
                 started[fd] = now
                 source_of[fd] = src_index
-                ep.register(fd, EPOLLOUT)
                 in_flight += 1
+                if eager and eager_opening(fd):
+                    continue
+                ep.register(fd, EPOLLOUT)
 
         for fd, ev in poll(TICK, 1024):
             st = state[fd]

@@ -55,6 +55,10 @@ EPOLLRDHUP = select.EPOLLRDHUP
 EPOLLEXCLUSIVE = select.EPOLLEXCLUSIVE
 READ_SIZE = 65536
 ACCEPT_BATCH = 64
+# ws without TLS: read the upgrade request right after accept; with the listener's
+# TCP_DEFER_ACCEPT (engine/server.py) it is there. A module switch so bench/bench_serve.py
+# can compare both ways in one run (forked workers inherit it).
+EARLY_READ = True
 PAUSE_FIRST, PAUSE_MAX = 0.05, 1.0
 _ACCEPT_COL = {
     errno.EMFILE: Col.ACCEPT_EMFILE,
@@ -98,6 +102,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
         (tls.read, tls.write, tls.close)
     reset = _reset_close if tls is None else tls.reset
     side = WsSide(cfg, fd_limit, ep, pending, row, write) if ws else None
+    early_read = ws and tls is None and EARLY_READ
 
     lsocks = {s.fileno(): s for s in listeners}
 
@@ -253,6 +258,25 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                     if tls is not None:
                         tls.accepted(cfd, now)
                     pause_len = PAUSE_FIRST
+                    if early_read:
+                        # The upgrade request has usually arrived with the connection: read it
+                        # now, saving an epoll wake-up per upgrade (measured: benchmarks.md).
+                        try:
+                            data = read(cfd, READ_SIZE)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            data = b""
+                        bytes_in += len(data)
+                        assert side is not None
+                        if data and side.received(cfd, data, held):
+                            continue
+                        side.forget(cfd)
+                        pending.pop(cfd, None)
+                        held[cfd] = 0
+                        n_open -= 1
+                        closed += 1
+                        close(cfd)
 
         now = time.monotonic()
         if not listening and not stopping and (

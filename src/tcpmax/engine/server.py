@@ -30,7 +30,7 @@ from tcpmax.host.inspect import read_meminfo, read_sockstat, read_sysctl
 from tcpmax.host.process import raise_nofile, rss_bytes
 from tcpmax.model.limits import default_min_free
 from tcpmax.model.schema import Schema, document
-from tcpmax.model.serve import TLS_FAILURES, ServeConfig, WorkerPlan, plan_workers
+from tcpmax.model.serve import TLS_FAILURES, Mode, ServeConfig, WorkerPlan, plan_workers
 from tcpmax.model.ws import HandshakeFailure
 
 __all__ = ["ListenInfo", "ServeRun", "ServeStats", "Server", "WorkerStats", "open_listeners"]
@@ -126,6 +126,15 @@ def _somaxconn() -> int | None:
         return None
 
 
+# ws without TLS: TCP_DEFER_ACCEPT (1 s) on the listeners, so a connection reaches accept()
+# with its upgrade request already in, and the worker reads it at once (serve_worker's
+# EARLY_READ): one epoll wake-up less per upgrade, ~8 us less server CPU, measured
+# (docs/benchmarks.md). A client that never speaks waits in the kernel as a request sock
+# (no fd, no accept) until the kernel's retry a second later, then --handshake-timeout runs.
+# A module switch so bench/bench_serve.py can compare both ways in one run.
+DEFER_WS = True
+
+
 class ListenError(OSError):
     """Binding or listening on one port failed (EADDRINUSE, EADDRNOTAVAIL, EACCES...);
     `port` names the one, so a busy port in a range of ten can be told apart."""
@@ -147,6 +156,8 @@ def open_listeners(cfg: ServeConfig) -> tuple[list[socket.socket], list[ListenIn
             s = socket.socket(family, socket.SOCK_STREAM)
             socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if DEFER_WS and cfg.mode is Mode.WS and cfg.tls is None:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             try:
                 s.bind((cfg.host, port))
                 s.listen(requested)
