@@ -177,7 +177,8 @@ def _show_tls(err: Console, tls: ServerTls, where: str, out: Path) -> None:
                    "frames, or push a timestamped text frame each --push-interval.")
 @click.option("--handshake-timeout", type=INTERVAL, default="10s", show_default=True,
               help="ws, --tls: drop (RST) a client whose TLS handshake or upgrade request is "
-                   "not complete by then.")
+                   "not complete by then. Plain ws defers accept until the request arrives: a "
+                   "client that never speaks is accepted after about a second, then timed.")
 @click.option("--ws-max-frame", type=click.IntRange(125, 16 * 1024 * 1024), default=65536,
               show_default=True, metavar="BYTES",
               help="ws: refuse larger frames with close code 1009.")
