@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -174,6 +175,7 @@ def main() -> None:
     state = tempfile.mkdtemp(prefix="tcpmax-bench-fleet-cluster-")
     logs = Path(state)
     procs: list[subprocess.Popen[Any]] = []
+    finished = False
     try:
         tcpmax("fleet", "up", "--name", NAME, "--clients", "3", "--servers", "3",
                "--ips", str(args.ips), "--ttl", "30m",
@@ -234,10 +236,15 @@ def main() -> None:
                   "nf_conntrack_max": ct_max, "host_conntrack_before": host_ct,
                   "balancer_conntrack_before": balancer_ct_before, "rounds": rounds,
                   "median_ratio": statistics.median(x["ratio"] for x in rounds)}
+        finished = True
     finally:
         stop(procs)
         subprocess.run([sys.executable, "-m", "tcpmax", "fleet", "down", "--name", NAME,
                         "--state-dir", state], capture_output=True, timeout=120, check=False)
+        if finished:
+            shutil.rmtree(state, ignore_errors=True)
+        else:  # the scheduler's and workers' logs say why
+            print(f"logs kept in {state}", file=sys.stderr)
     result["namespaces_left"] = [
         line for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                         text=True).stdout.splitlines()
