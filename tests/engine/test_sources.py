@@ -68,3 +68,32 @@ def test_explicit_ports_skip_a_port_another_program_listens_on_for_all_addresses
     out = in_own_netns(_explicit_load_beside_a_wildcard_listener,
                        {"net.ipv4.ip_local_port_range": "40000 40019"})
     assert out == {"usable": 19, "held": 19, "errors": {}}
+
+
+def _explicit_load_beside_outbound_connections() -> dict[str, object]:
+    from tcpmax.engine.loader import LoadRun
+    from tcpmax.model.load import Endpoint, LoadConfig, PortStrategy
+    from tests.servers import plain_server
+
+    with plain_server(processes=1) as address:
+        others = []                     # another program's connections, from ports of the range
+        for port in (40000, 40001, 40002, 40003):
+            s = socket.socket()
+            s.bind(("127.0.0.3", port))
+            s.connect(address)
+            others.append(s)
+        try:
+            result = LoadRun(LoadConfig((Endpoint(*address),), 30, sources=("127.0.0.3",),
+                                        port_strategy=PortStrategy.EXPLICIT,
+                                        hold=0.2)).run()
+        finally:
+            for s in others:
+                s.close()
+    return {"held": result.peak_established, "errors": result.error_counts}
+
+
+@pytest.mark.root
+def test_explicit_ports_held_by_another_programs_connections_fall_back_to_the_kernel():
+    out = in_own_netns(_explicit_load_beside_outbound_connections,
+                       {"net.ipv4.ip_local_port_range": "40000 40099"})
+    assert out == {"held": 30, "errors": {}}

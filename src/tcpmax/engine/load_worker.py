@@ -385,7 +385,15 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                     if explicit:
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        s.bind((src, port))
+                        try:
+                            s.bind((src, port))
+                        except OSError as exc:
+                            if exc.errno != errno.EADDRINUSE:
+                                raise
+                            # Another program's connection holds this port on this source
+                            # (the plan skips only listeners): let the kernel pick a free one.
+                            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                            s.bind((src, 0))
                     else:
                         s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                         s.bind((src, 0))

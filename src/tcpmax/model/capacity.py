@@ -52,13 +52,15 @@ __all__ = [
     "theory_ceilings",
 ]
 
-# Kernel bytes per idle established TCP socket held in epoll: the Slab growth per socket
-# `doctor --measure` found on the reference machine, rounded (docs/benchmarks.md, "The
-# stretch"). MemAvailable deltas are too noisy to rely on: they count reclaimable slab as
-# available. At a million connections slab grew more per socket than this, so the arithmetic
-# is optimistic at that scale (same section). `doctor --measure` replaces the default with
-# this kernel's own figure.
-DEFAULT_KERNEL_BYTES_PER_SOCKET = 4090
+# Kernel bytes per idle established TCP socket held in epoll, at scale: slab growth by cache
+# while tcpmax serve and load held 100k, 500k and 1M loopback connections (docs/benchmarks.md,
+# "Kernel memory per socket at scale"): 5,054-5,103 B, of which ~915 B were proc inodes and
+# dentries made by a monitoring agent that lists every process's /proc/PID/fd on that
+# machine, not by the socket. The socket's own share (TCP, sockfs inode, file, its dentry,
+# epoll entry, slab packing) is this figure; a host with such an agent pays ~0.9 KB more.
+# MemAvailable deltas are too noisy to rely on. `doctor --measure` replaces the default
+# with this kernel's own figure.
+DEFAULT_KERNEL_BYTES_PER_SOCKET = 4180
 # What one held connection costs tcpmax's own workers in user space: a slot in flat arrays
 # keyed by fd plus the epoll registration, budgeted above the figure measured in
 # docs/benchmarks.md ("User-space bytes per held connection").
@@ -152,7 +154,8 @@ class Costs:
 
     kernel_bytes_per_socket: int = DEFAULT_KERNEL_BYTES_PER_SOCKET
     user_bytes_per_connection: int = DEFAULT_USER_BYTES_PER_CONNECTION
-    kernel_source: str = "default: Slab growth measured on a 24 GiB kernel 6.18 machine"
+    kernel_source: str = ("default: slab growth per socket at 100k-1M connections on a kernel "
+                          "6.18 machine, without a /proc fd scanner's share")
     fd_reserve: int = FD_RESERVE_PER_PROCESS
     max_processes: int = MAX_PROCESSES
     protocol: Protocol = Protocol.TCP
