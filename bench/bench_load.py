@@ -17,6 +17,9 @@
     python bench/bench_load.py slab     --at 100k,500k,1M
         kernel memory per socket by slab cache (/proc/slabinfo) while N loopback
         connections (2N sockets) are held, tcpmax load into tcpmax serve
+    python bench/bench_load.py pair     --connections 1M --rounds 1
+        tcpmax load into tcpmax serve against refconnect into refserve (the C pair), one
+        after the other, with the established count sampled twice a second for both
     python bench/bench_load.py vs-c     --connections 100k --rounds 3 --server refserve
         tcpmax load vs ../shared/bench/refconnect.c (a C client, 8 processes) into the same
         server (refserve.c, or `--server tcpmax` for tcpmax serve), rounds interleaved;
@@ -424,10 +427,122 @@ def bench_vs_c(n: int, rounds: int, server_kind: str, procs: int = 8) -> None:
                                      for k, v in per_conn.items()}})
 
 
+def sockets_in_use() -> int:
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("inuse") + 1])
+    return 0
+
+
+class Sampler:
+    """Connections held (TCP sockets in use over the baseline, / 2: both ends here), sampled
+    every `every` seconds in a thread until stopped."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import threading
+        self.base = sockets_in_use()
+        self.t0 = time.monotonic()
+        self.curve: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            held = max(0, sockets_in_use() - self.base) // 2
+            self.curve.append((round(time.monotonic() - self.t0, 1), held))
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stop.set()
+        self._thread.join()
+        return self.curve
+
+
+def per_second_rates(curve: list[tuple[float, int]], step: float = 10.0) -> list[int]:
+    """Connections per second over each `step` seconds of the curve, until the peak."""
+    if not curve:
+        return []
+    peak = max(held for _t, held in curve)
+    rates, mark = [], (0.0, 0)
+    for t, held in curve:
+        if t - mark[0] >= step or held >= peak:
+            rates.append(round((held - mark[1]) / max(1e-6, t - mark[0])))
+            mark = (t, held)
+            if held >= peak:
+                break
+    return rates
+
+
+def bench_pair(n: int, rounds: int) -> None:
+    """The C pair (refconnect into refserve) and the tcpmax pair (load into serve, one
+    command each), alternating; time to the peak and the rate over time of each."""
+    refconnect, refserve = build_reference(Path("/tmp/tcpmax-bench-ref"))
+    cap = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100
+    procs = -(-n // (cap - 1000)) + 1
+    times: dict[str, list[float]] = {"C pair": [], "tcpmax pair": []}
+    for i in range(rounds):
+        for label in (list(times) if i % 2 == 0 else list(reversed(times))):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()
+            if label == "C pair":
+                server = subprocess.Popen([str(refserve), str(port), str(procs), str(cap)],
+                                          start_new_session=True)
+            else:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "tcpmax", "serve", "--port", str(port),
+                     "--max-connections", str(n), "--quiet", "--duration", "600s"],
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                time.sleep(2.0)          # every worker listening, the probe's socket gone
+                sampler = Sampler()
+                if label == "C pair":
+                    out = run_group([str(refconnect), "127.0.0.1", str(port), str(n),
+                                     str(procs), "5"], timeout=900)
+                    fields = dict(part.split("=") for part in out.split())
+                    seconds, peak = float(fields["seconds"]), int(fields["opened"])
+                    extra: dict[str, object] = {"processes": procs}
+                else:
+                    out = run_group([sys.executable, "-m", "tcpmax", "load",
+                                     f"127.0.0.1:{port}", "-n", str(n), "--hold", "5s",
+                                     "--json", "--quiet"], timeout=900)
+                    r = json.loads(out)
+                    seconds, peak = r["time_to_peak_seconds"], r["peak_established"]
+                    extra = {"workers": r["workers"], "sources": r["sources"],
+                             "connect_p50_us": r["connect_latency_us"]["p50"]}
+                curve = sampler.stop()
+            finally:
+                os.killpg(server.pid, signal.SIGTERM)
+                try:
+                    server.wait(120)
+                except subprocess.TimeoutExpired:
+                    os.killpg(server.pid, signal.SIGKILL)
+                    server.wait()
+            times[label].append(seconds)
+            emit({"bench": "pair", "pair": label, "connections": n, "peak": peak,
+                  "seconds_to_peak": round(seconds, 2), "rate": round(peak / seconds),
+                  "rate_per_10s": per_second_rates(curve), **extra})
+            time.sleep(5.0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    emit({"bench": "pair", "summary": True, "median_rate": {k: round(n / v)
+                                                            for k, v in med.items()},
+          "tcpmax_vs_c": round(med["C pair"] / med["tcpmax pair"], 3)})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["ramp", "strategy", "million", "ws", "vs-c", "slab"])
+    p.add_argument("which", choices=["ramp", "strategy", "million", "ws", "vs-c", "slab",
+                                     "pair"])
     p.add_argument("--at", default="100k,500k", metavar="N,N,...",
                    help="slab: the connection counts to hold, one after another")
     p.add_argument("--server", choices=["refserve", "tcpmax"], default="refserve",
@@ -448,6 +563,8 @@ def main() -> None:
         bench_strategy(a.connections, a.sources, a.rounds)
     elif a.which == "ws":
         bench_ws(a.connections, a.rounds)
+    elif a.which == "pair":
+        bench_pair(a.connections, a.rounds)
     elif a.which == "slab":
         bench_slab([parse_count(t) for t in a.at.split(",")])
     elif a.which == "vs-c":
