@@ -474,7 +474,7 @@ def per_second_rates(curve: list[tuple[float, int]], step: float = 10.0) -> list
     return rates
 
 
-def bench_pair(n: int, rounds: int) -> None:
+def bench_pair(n: int, rounds: int, strategy: str = "auto") -> None:
     """The C pair (refconnect into refserve) and the tcpmax pair (load into serve, one
     command each), alternating; time to the peak and the rate over time of each."""
     refconnect, refserve = build_reference(Path("/tmp/tcpmax-bench-ref"))
@@ -514,10 +514,12 @@ def bench_pair(n: int, rounds: int) -> None:
                 else:
                     out = run_group([sys.executable, "-m", "tcpmax", "load",
                                      f"127.0.0.1:{port}", "-n", str(n), "--hold", "5s",
-                                     "--json", "--quiet"], timeout=900)
+                                     "--port-strategy", strategy, "--json", "--quiet"],
+                                    timeout=900)
                     r = json.loads(out)
                     seconds, peak = r["time_to_peak_seconds"], r["peak_established"]
                     extra = {"workers": r["workers"], "sources": r["sources"],
+                             "strategy": r["strategy"],
                              "connect_p50_us": r["connect_latency_us"]["p50"]}
                 curve = sampler.stop()
             finally:
@@ -545,6 +547,8 @@ def main() -> None:
                                      "pair"])
     p.add_argument("--at", default="100k,500k", metavar="N,N,...",
                    help="slab: the connection counts to hold, one after another")
+    p.add_argument("--port-strategy", choices=["auto", "kernel", "explicit"], default="auto",
+                   help="pair: tcpmax load's --port-strategy")
     p.add_argument("--server", choices=["refserve", "tcpmax"], default="refserve",
                    help="vs-c: the server both clients connect to")
     p.add_argument("--connections", default="100k", type=parse_count)
@@ -564,7 +568,7 @@ def main() -> None:
     elif a.which == "ws":
         bench_ws(a.connections, a.rounds)
     elif a.which == "pair":
-        bench_pair(a.connections, a.rounds)
+        bench_pair(a.connections, a.rounds, a.port_strategy)
     elif a.which == "slab":
         bench_slab([parse_count(t) for t in a.at.split(",")])
     elif a.which == "vs-c":

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,35 @@ def test_workers_in_client_hosts_split_a_load_through_the_vip(fleet, tmp_path):
         assert after - before == 4000
     finally:
         cluster.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running: a zombie waiting for init's (lazy) reap has stopped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_fleet_up_with_dask_starts_a_cluster_of_its_clients_and_down_stops_it(tmp_path):
+    state_dir = tmp_path / "fleet-state"
+    state = fleet_up(FleetSpec(name=f"d{os.getpid()}", clients=2, servers=2, ttl=120,
+                               server_connections=5000, state_dir=state_dir, dask=True))
+    try:
+        fleet = fleet_status(state_dir, state["name"], with_stats=False)[0]
+        assert fleet["scheduler_running"]
+        clients = [h for h in fleet["hosts"] if h["role"] == "client"]
+        assert all(h["working"] for h in clients)
+        out = subprocess.run([sys.executable, "-m", "tcpmax", "load", fleet["target"], "-n",
+                              "2000", "--hold", "1s", "--cluster", fleet["scheduler"],
+                              "--json", "--quiet"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["final_established"] == 2000
+        assert sorted(m["share"] for m in doc["machines"]) == [1000, 1000]
+    finally:
+        fleet_down(state["name"], state_dir)
+    pids = [state["scheduler_pid"], *state["worker_pids"].values()]
+    assert not any(_alive(p) for p in pids)

@@ -76,21 +76,41 @@ def fleet() -> None:
                    "removes the fleet.")
 @click.option("--server-connections", type=COUNT, default=20_000, show_default=True,
               metavar="N", help="Each server's --max-connections.")
+@click.option("--dask", is_flag=True,
+              help="Also start a Dask scheduler on the host namespace's fleet address and "
+                   "one Dask worker in each client host, so `tcpmax load --cluster "
+                   "SCHEDULER` drives every client host as one (needs tcpmax[cluster]).")
 @_STATE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the fleet's status as JSON.")
 def up(clients: int, servers: int, ips: int, name: str, port: int, ttl: float,
-       server_connections: int, state_dir: Path, as_json: bool) -> None:
-    """Build a fleet and start its servers."""
-    from tcpmax.lab.fleet import FleetExists, FleetSpec, fleet_status, fleet_up, list_fleets
+       server_connections: int, dask: bool, state_dir: Path, as_json: bool) -> None:
+    """Build a fleet and start its servers (and with --dask, a Dask cluster of its clients).
+
+    \b
+    Examples:
+      sudo tcpmax fleet up --clients 3 --servers 3 --ttl 1h
+      sudo tcpmax fleet up --dask   # then: tcpmax load VIP:9000 -n 30k --cluster SCHED
+    """
+    from tcpmax.lab.fleet import (
+        FleetExists,
+        FleetSpec,
+        dask_binary,
+        fleet_status,
+        fleet_up,
+        list_fleets,
+    )
 
     if name in list_fleets(state_dir):
         raise click.BadParameter(f"a fleet named {name!r} is already up (`tcpmax fleet "
                                  f"down --name {name}` first)", param_hint="--name")
+    if dask and dask_binary() is None:
+        raise click.BadParameter("needs Dask distributed: pip install 'tcpmax[cluster]'",
+                                 param_hint="--dask")
     _need_root()
     err = stderr_console()
     spec = FleetSpec(name=name, clients=clients, servers=servers, ips_per_client=ips,
                      port=port, ttl=ttl, server_connections=server_connections,
-                     state_dir=state_dir)
+                     state_dir=state_dir, dask=dask)
     started = time.monotonic()
     try:
         fleet_up(spec, log=lambda msg: err.print(msg, highlight=False))
@@ -106,9 +126,14 @@ def up(clients: int, servers: int, ips: int, name: str, port: int, ttl: float,
         emit_json(Schema.FLEET, {"fleets": status}, up_seconds=round(elapsed, 3))
     else:
         _render(status)
-        err.print(f"fleet {name!r} up in {elapsed:.1f} s; load it from a client, e.g. "
-                  f"`ip netns exec {status[0]['hosts'][1]['netns']} tcpmax load "
-                  f"{status[0]['target']} -n 10k --hold 10s`", highlight=False)
+        if status[0].get("scheduler"):
+            err.print(f"fleet {name!r} up in {elapsed:.1f} s; load it from all client hosts "
+                      f"at once: `tcpmax load {status[0]['target']} -n 30k --hold 10s "
+                      f"--cluster {status[0]['scheduler']}`", highlight=False)
+        else:
+            err.print(f"fleet {name!r} up in {elapsed:.1f} s; load it from a client, e.g. "
+                      f"`ip netns exec {status[0]['hosts'][1]['netns']} tcpmax load "
+                      f"{status[0]['target']} -n 10k --hold 10s`", highlight=False)
 
 
 @fleet.command()

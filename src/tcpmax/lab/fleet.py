@@ -102,6 +102,7 @@ class FleetSpec:
     ttl: float = 3600.0
     server_connections: int = 20_000
     state_dir: Path = field(default=DEFAULT_STATE_DIR)
+    dask: bool = False     # a Dask scheduler on the host's fleet address, a worker per client
 
 
 def can_fleet() -> tuple[bool, str]:
@@ -247,7 +248,24 @@ def _teardown(plan: FleetPlan) -> None:
     _batch([f"link del {link}" for link in plan.host_links if link in links], force=True)
 
 
+def _scheduler_pid(state: dict[str, Any]) -> int | None:
+    """The recorded scheduler's pid if that process is still it (a pid can be reused)."""
+    pid = state.get("scheduler_pid")
+    if pid is None:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    address = state.get("scheduler", "").rpartition(":")[2].encode()
+    return pid if b"scheduler" in cmdline and address in cmdline else None
+
+
 def _remove(state_dir: Path, state: dict[str, Any]) -> None:
+    # The scheduler runs in the host namespace, where no namespace sweep reaches it.
+    pid = _scheduler_pid(state)
+    if pid is not None:
+        _stop([pid])
     _teardown(_plan_of(state))
     with contextlib.suppress(FileNotFoundError):
         _state_path(state_dir, state["name"]).unlink()
@@ -387,6 +405,59 @@ def _serve_command(host: Host, spec: FleetSpec) -> list[str]:
             "--duration", f"{math.ceil(spec.ttl)}s", "--metrics", f"{ip}:{METRICS_PORT}", "--quiet"]
 
 
+DASK_BASE_PORT = 8786     # the scheduler of the fleet in slot k listens on 8786 + k
+
+
+def dask_binary() -> Path | None:
+    """The `dask` command of this Python's environment (the [cluster] extra), if any."""
+    candidate = Path(sys.executable).parent / "dask"
+    return candidate if candidate.exists() else None
+
+
+def _dask_commands(plan: FleetPlan, spec: FleetSpec,
+                   dask: Path) -> tuple[str, list[str], dict[str, list[str]]]:
+    """The scheduler's address and command (host namespace) and each client's worker
+    command (in its namespace); both stop by themselves at the fleet's ttl."""
+    host = plan.host_address.partition("/")[0]
+    port = DASK_BASE_PORT + plan.slot
+    address = f"tcp://{host}:{port}"
+    ttl = ["timeout", f"{math.ceil(spec.ttl)}s"]
+    scheduler = [*ttl, str(dask), "scheduler", "--host", host, "--port", str(port),
+                 "--no-dashboard"]
+    workers = {h.label: ["ip", "netns", "exec", h.netns, *ttl, str(dask), "worker", address,
+                         "--nworkers", "1", "--nthreads", "1", "--no-nanny",
+                         "--no-dashboard", "--name", h.label]
+               for h in plan.clients}
+    return address, scheduler, workers
+
+
+def _start_dask(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any], logfile: Path,
+                say: Callable[[str], None]) -> None:
+    dask = dask_binary()
+    if dask is None:
+        raise FleetError("--dask needs Dask distributed: pip install 'tcpmax[cluster]'")
+    address, scheduler, workers = _dask_commands(plan, spec, dask)
+    state["scheduler"] = address
+    with logfile.open("ab") as out:
+        state["scheduler_pid"] = _spawn_detached(scheduler, out.fileno())
+        _write_state(spec.state_dir, state)
+        state["worker_pids"] = {label: _spawn_detached(argv, out.fileno())
+                                for label, argv in workers.items()}
+    _write_state(spec.state_dir, state)
+    # Each worker logs one "Registered to" line once the scheduler has it.
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while logfile.read_text(errors="replace").count("Registered to") < len(workers):
+        if not _alive(state["scheduler_pid"]):
+            raise FleetError("the Dask scheduler exited: "
+                             + " | ".join(logfile.read_text(errors="replace")
+                                          .strip().splitlines()[-5:]))
+        if time.monotonic() > deadline:
+            raise FleetError(f"Dask workers not registered after {_READY_TIMEOUT:.0f} s "
+                             f"(see {logfile})")
+        time.sleep(0.1)
+    say(f"Dask scheduler {address}, one worker per client host")
+
+
 def _spawn_detached(argv: list[str], log_fd: int) -> int:
     """Start `argv` as a grandchild in its own session and return its pid.
 
@@ -510,6 +581,8 @@ def _build(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any],
             raise FleetError(f"servers {', '.join(waiting)} not listening after "
                              f"{_READY_TIMEOUT:.0f} s (see {logfile})")
         time.sleep(0.05)
+    if spec.dask:
+        _start_dask(plan, spec, state, logfile, say)
     state["complete"] = True
     _write_state(spec.state_dir, state)
     say(f"fleet {spec.name!r} up in {time.monotonic() - started:.1f} s")
@@ -558,6 +631,11 @@ def fleet_status(state_dir: Path = DEFAULT_STATE_DIR, name: str | None = None,
         for h in plan.hosts:
             entry: dict[str, Any] = {"host": h.label, "role": h.role.value, "netns": h.netns,
                                      "addresses": list(h.ips), "present": h.netns in present}
+            worker = state.get("worker_pids", {}).get(h.label)
+            if worker is not None:
+                inode = _netns_inode(h.netns)
+                entry["worker_pid"] = worker
+                entry["working"] = inode is not None and _pid_netns_inode(worker) == inode
             pid = state["server_pids"].get(h.label)
             if pid is not None:
                 inode = _netns_inode(h.netns)
@@ -576,6 +654,8 @@ def fleet_status(state_dir: Path = DEFAULT_STATE_DIR, name: str | None = None,
             "target": f"{plan.vip}:{plan.port}", "host_address": plan.host_address,
             "front_net": plan.front_net, "back_net": plan.back_net,
             "bridges": list(plan.bridges), "complete": state["complete"],
+            "scheduler": state.get("scheduler"),
+            "scheduler_running": _scheduler_pid(state) is not None,
             "creator_pid": plan.creator_pid, "state_file": str(path),
             "expires_in_s": round(max(0.0, state["expires_at"] - now), 1),
             "conntrack": None if conntrack is None else
