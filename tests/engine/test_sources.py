@@ -97,3 +97,36 @@ def test_explicit_ports_held_by_another_programs_connections_fall_back_to_the_ke
     out = in_own_netns(_explicit_load_beside_outbound_connections,
                        {"net.ipv4.ip_local_port_range": "40000 40099"})
     assert out == {"held": 30, "errors": {}}
+
+
+def _load_toward_the_lab_range(gateway: str) -> str:
+    """In a fresh namespace whose only route out is a default route via `gateway` (on a veth
+    pair with both ends inside it: nothing leaves the namespace), build a load toward
+    198.18.99.1."""
+    import subprocess
+
+    from tcpmax.engine.loader import LoadError, LoadRun
+    from tcpmax.model.load import Endpoint, LoadConfig
+
+    for cmd in (["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+                ["link", "set", "lo", "up"], ["link", "set", "d1", "up"],
+                ["link", "set", "d0", "up"], ["addr", "add", "10.9.0.2/24", "dev", "d0"],
+                ["addr", "add", "198.18.0.2/24", "dev", "d0"],
+                ["route", "add", "default", "via", gateway, "dev", "d0"]):
+        subprocess.run(["ip", *cmd], check=True, capture_output=True)
+    try:
+        LoadRun(LoadConfig((Endpoint("198.18.99.1", 9000),), 10))
+    except LoadError as exc:
+        return str(exc)
+    return "built"
+
+
+@pytest.mark.root
+def test_a_lab_address_routed_out_through_a_gateway_outside_the_lab_is_refused():
+    out = in_own_netns(lambda: _load_toward_the_lab_range("10.9.0.1"))
+    assert "gateway 10.9.0.1" in out and "nothing sent" in out
+
+
+@pytest.mark.root
+def test_a_lab_address_routed_through_a_gateway_inside_the_lab_is_loaded():
+    assert in_own_netns(lambda: _load_toward_the_lab_range("198.18.0.1")) == "built"

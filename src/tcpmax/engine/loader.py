@@ -45,6 +45,7 @@ from tcpmax.model.errors import classify_name
 from tcpmax.model.facts import PortRange, Sockstat
 from tcpmax.model.limits import default_min_free
 from tcpmax.model.load import (
+    Endpoint,
     LoadConfig,
     LoadPlan,
     PortStrategy,
@@ -182,6 +183,33 @@ def route_sources(destination: str) -> tuple[str, ...]:
     return tuple(usable)
 
 
+# RFC 2544 / RFC 5180 benchmarking ranges: lab addresses that must never leave the machine.
+_BENCHMARKING = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:2::/48"))
+
+
+def _benchmarking(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return any(ip.version == net.version and ip in net for net in _BENCHMARKING)
+
+
+def check_lab_routes(endpoints: tuple[Endpoint, ...]) -> None:
+    """Refuse a benchmarking-range target the kernel would send through a gateway outside
+    that range: such an address belongs to a lab (a `tcpmax fleet`, a namespace), and a route
+    out of it means the lab is not up and the load would leave the machine."""
+    for host in dict.fromkeys(e.host for e in endpoints):
+        if not _benchmarking(host):
+            continue
+        try:
+            route = read_route(host)
+        except LookupError:
+            continue                   # no route at all: connects fail locally, and are named
+        if route.gateway is not None and not _benchmarking(route.gateway):
+            raise LoadError(
+                f"{host} is in the benchmarking range (RFC 2544), but this host would send "
+                f"it out through the gateway {route.gateway}: refused, nothing sent. Bring "
+                "the lab up first (tcpmax fleet up) or run from inside its namespaces.")
+
+
 # Binding each address once is exact but costs a socket each: past this many, a spread sample
 # is checked (a CIDR is local or not as a whole in every setup we know of).
 _CHECK_ALL_SOURCES = 65_536
@@ -273,6 +301,7 @@ class LoadRun:
 
     def __init__(self, cfg: LoadConfig, proc_root: Path = LIVE_PROC) -> None:
         self.cfg = cfg
+        check_lab_routes(cfg.endpoints)
         facts = read_host(proc_root)
         port_range = facts.port_range or PortRange(32768, 60999)
         ports = usable_port_list(port_range, facts.reserved_ports or ())

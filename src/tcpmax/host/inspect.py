@@ -213,9 +213,11 @@ def _addresses() -> tuple[LocalAddress, ...]:
 @dataclass(frozen=True)
 class Route:
     """How the kernel would reach one destination: its preferred source address (None when
-    the route names none) and every address of the outgoing interface."""
+    the route names none), every address of the outgoing interface, and the next hop (None
+    when the destination is on a directly connected network)."""
     preferred: str | None
     addresses: tuple[str, ...]
+    gateway: str | None = None
 
 
 def read_route(destination: str) -> Route:
@@ -230,7 +232,7 @@ def read_route(destination: str) -> Route:
             raise LookupError(f"no route to {destination}: {exc}") from exc
         oif = route.get_attr("RTA_OIF")
         addrs = tuple(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=oif))
-        return Route(route.get_attr("RTA_PREFSRC"), addrs)
+        return Route(route.get_attr("RTA_PREFSRC"), addrs, route.get_attr("RTA_GATEWAY"))
 
 
 def _reason(exc: BaseException) -> str:
