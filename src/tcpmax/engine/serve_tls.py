@@ -38,6 +38,7 @@ from tcpmax.engine.certs import SelfSigned, self_signed, server_context
 from tcpmax.engine.counters import Col
 from tcpmax.engine.sockopts import LINGER_RESET
 from tcpmax.engine.tls import failure_name
+from tcpmax.engine.worker import pop_expired
 from tcpmax.model.serve import TLS_FAILURES, ServeTls, tls_failure_kind
 
 __all__ = ["ServerTls", "TlsServerError", "TlsSide", "load_server_tls"]
@@ -240,12 +241,6 @@ class TlsSide:
 
     def expired(self, now: float) -> list[int]:
         """Handshakes past their deadline, forgotten and counted; the worker resets them."""
-        late: list[int] = []
-        for fd, deadline in self.handshaking.items():
-            if deadline > now:
-                break
-            late.append(fd)
-        for fd in late:
-            del self.handshaking[fd]
+        late = pop_expired(self.handshaking, now)
         self.failures[_TIMEOUT] += len(late)
         return late

@@ -27,6 +27,7 @@ from array import array
 from collections.abc import Callable
 
 from tcpmax.engine.counters import Col
+from tcpmax.engine.worker import pop_expired
 from tcpmax.model.serve import Mode, ServeConfig
 from tcpmax.model.ws import (
     MAX_HEAD,
@@ -115,13 +116,8 @@ class WsSide:
 
     def expired(self, now: float) -> list[int]:
         """Handshakes past their deadline, forgotten and counted; the worker closes them."""
-        late: list[int] = []
-        for fd, deadline in self.handshaking.items():
-            if deadline > now:
-                break
-            late.append(fd)
+        late = pop_expired(self.handshaking, now)
         for fd in late:
-            del self.handshaking[fd]
             self.inbuf.pop(fd, None)
         self.failures[_FAIL_INDEX[HandshakeFailure.TIMEOUT]] += len(late)
         return late

@@ -9,6 +9,7 @@ loop and how it publishes its counts are the same for every kind, and live here:
   returned fd limit sizes the flat per-fd arrays.
 - `flush_counters`: store the loop's local counts into the row with a heartbeat, a few times a
   second (counters.py explains why counts live in locals between flushes).
+- `pop_expired`: the handshakes (TLS, WebSocket) whose deadline has passed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tcpmax.engine.counters import Col, CounterTable
 from tcpmax.engine.supervisor import worker_signals
 from tcpmax.host.process import raise_nofile
 
-__all__ = ["FLUSH_EVERY", "WorkerStart", "flush_counters", "worker_prologue"]
+__all__ = ["FLUSH_EVERY", "WorkerStart", "flush_counters", "pop_expired", "worker_prologue"]
 
 FLUSH_EVERY = 0.1        # seconds between stores of the local counts into shared memory
 
@@ -52,3 +53,17 @@ def flush_counters(row: memoryview, now: float, counts: Iterable[tuple[Col, int]
     for col, value in counts:
         row[col] = value
     row[Col.HEARTBEAT_MS] = int(now * 1000)
+
+
+def pop_expired(deadlines: dict[int, float], now: float) -> list[int]:
+    """Remove and return the fds whose deadline is past. `deadlines` is filled in accept
+    order with one timeout for all, so it is sorted by deadline: the scan stops at the first
+    fd still in time."""
+    late: list[int] = []
+    for fd, deadline in deadlines.items():
+        if deadline > now:
+            break
+        late.append(fd)
+    for fd in late:
+        del deadlines[fd]
+    return late
