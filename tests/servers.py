@@ -77,14 +77,13 @@ def plain_server(processes: int = 6, echo: bool = False,
 
 
 @contextmanager
-def tls_server(cert: str, key: str, echo: bool = False) -> Iterator[tuple[str, int]]:
-    """A TLS server in a child process (tests/tls_peer.py) on 127.0.0.1; it exits when the
-    block ends, because its stdin closes."""
+def _peer(module: str, *args: str) -> Iterator[tuple[str, int]]:
+    """A peer server `python -m module args` in a child process on 127.0.0.1: it prints its
+    port, and exits when the block ends, because its stdin closes."""
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "tests.tls_peer", cert, key,
-                             *(["--echo"] if echo else [])],
+    proc = subprocess.Popen([sys.executable, "-m", module, *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -99,6 +98,13 @@ def tls_server(cert: str, key: str, echo: bool = False) -> Iterator[tuple[str, i
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@contextmanager
+def tls_server(cert: str, key: str, echo: bool = False) -> Iterator[tuple[str, int]]:
+    """A TLS server in a child process (tests/tls_peer.py) on 127.0.0.1."""
+    with _peer("tests.tls_peer", cert, key, *(["--echo"] if echo else [])) as address:
+        yield address
 
 
 @contextmanager
@@ -129,23 +135,6 @@ def ws_server(*args: str) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
 
 @contextmanager
 def reply_server(*args: str) -> Iterator[tuple[str, int]]:
-    """A server of tests/reply_peer.py (`http 200`, `banner TEXT`, `close`) in a child process
-    on 127.0.0.1; it exits when the block ends, because its stdin closes."""
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-m", "tests.reply_peer", *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield "127.0.0.1", port
-    finally:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    """A server of tests/reply_peer.py (`http 200`, `banner TEXT`, `close`) on 127.0.0.1."""
+    with _peer("tests.reply_peer", *args) as address:
+        yield address
