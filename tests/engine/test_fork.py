@@ -86,3 +86,33 @@ def test_a_code_the_kernel_cannot_carry_exits_1_instead_of_escaping_into_the_cal
     os.close(w)
     assert os.read(r, 100) == b""
     os.close(r)
+
+
+_CTRL_C_DURING_FORK = """
+import os, signal
+from tcpmax.engine.supervisor import fork_child
+
+armed = [True]
+
+def ctrl_c_now():
+    # Runs inside os.fork(), where a KeyboardInterrupt would be printed and dropped.
+    if armed[0]:
+        armed[0] = False
+        os.kill(os.getpid(), signal.SIGINT)
+
+os.register_at_fork(before=ctrl_c_now)
+try:
+    fork_child(lambda: None)
+except KeyboardInterrupt:
+    print("raised")
+else:
+    print("dropped")
+"""
+
+
+def test_a_ctrl_c_during_the_fork_is_raised_in_the_parent_not_dropped():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _CTRL_C_DURING_FORK], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip() == "raised", out.stderr

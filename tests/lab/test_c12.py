@@ -203,8 +203,8 @@ def test_ctrl_c_during_the_fleet_phases_removes_the_fleet_and_every_load():
         time.sleep(0.05)
     assert loads, "C12 never started a load in a client host"
     os.killpg(proc.pid, signal.SIGINT)          # what a terminal's Ctrl-C does
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, f"stdout: {out[-2000:]}\nstderr: {err[-4000:]}"
     assert [pid for pid in loads if psutil.pid_exists(pid)
             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE] == []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
