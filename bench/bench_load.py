@@ -474,20 +474,28 @@ def per_second_rates(curve: list[tuple[float, int]], step: float = 10.0) -> list
     return rates
 
 
-def bench_pair(n: int, rounds: int, strategy: str = "auto") -> None:
-    """The C pair (refconnect into refserve) and the tcpmax pair (load into serve, one
-    command each), alternating; time to the peak and the rate over time of each."""
+PAIRS = {"C pair": ("C", "C"), "tcpmax pair": ("tcpmax", "tcpmax"),
+         "tcpmax load into refserve": ("tcpmax", "C"),
+         "refconnect into tcpmax serve": ("C", "tcpmax")}
+
+
+def bench_pair(n: int, rounds: int, strategy: str = "auto",
+               pairs: tuple[str, ...] = ("C pair", "tcpmax pair")) -> None:
+    """Pairs of (client, server), C or tcpmax, alternating the order each round; time to
+    the peak and the rate over time of each. The mixed pairs tell which side of the tcpmax
+    pair costs what at scale."""
     refconnect, refserve = build_reference(Path("/tmp/tcpmax-bench-ref"))
     cap = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100
     procs = -(-n // (cap - 1000)) + 1
-    times: dict[str, list[float]] = {"C pair": [], "tcpmax pair": []}
+    times: dict[str, list[float]] = {label: [] for label in pairs}
     for i in range(rounds):
         for label in (list(times) if i % 2 == 0 else list(reversed(times))):
+            client_kind, server_kind = PAIRS[label]
             probe = socket.socket()
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
             probe.close()
-            if label == "C pair":
+            if server_kind == "C":
                 server = subprocess.Popen([str(refserve), str(port), str(procs), str(cap)],
                                           start_new_session=True)
             else:
@@ -505,7 +513,8 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto") -> None:
                         time.sleep(0.1)
                 time.sleep(2.0)          # every worker listening, the probe's socket gone
                 sampler = Sampler()
-                if label == "C pair":
+                u0, s0 = cpu_split()
+                if client_kind == "C":
                     out = run_group([str(refconnect), "127.0.0.1", str(port), str(n),
                                      str(procs), "5"], timeout=900)
                     fields = dict(part.split("=") for part in out.split())
@@ -521,6 +530,7 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto") -> None:
                     extra = {"workers": r["workers"], "sources": r["sources"],
                              "strategy": r["strategy"],
                              "connect_p50_us": r["connect_latency_us"]["p50"]}
+                u1, s1 = cpu_split()
                 curve = sampler.stop()
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
@@ -532,12 +542,15 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto") -> None:
             times[label].append(seconds)
             emit({"bench": "pair", "pair": label, "connections": n, "peak": peak,
                   "seconds_to_peak": round(seconds, 2), "rate": round(peak / seconds),
+                  "client_user_us_per_conn": round((u1 - u0) / n * 1e6, 2),
+                  "client_sys_us_per_conn": round((s1 - s0) / n * 1e6, 2),
                   "rate_per_10s": per_second_rates(curve), **extra})
             time.sleep(5.0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    emit({"bench": "pair", "summary": True, "median_rate": {k: round(n / v)
-                                                            for k, v in med.items()},
-          "tcpmax_vs_c": round(med["C pair"] / med["tcpmax pair"], 3)})
+    emit({"bench": "pair", "summary": True,
+          "median_rate": {k: round(n / v) for k, v in med.items()},
+          "vs_c_pair": ({k: round(med["C pair"] / v, 3) for k, v in med.items()
+                         if k != "C pair"} if "C pair" in med else {})})
 
 
 def main() -> None:
@@ -549,6 +562,8 @@ def main() -> None:
                    help="slab: the connection counts to hold, one after another")
     p.add_argument("--port-strategy", choices=["auto", "kernel", "explicit"], default="auto",
                    help="pair: tcpmax load's --port-strategy")
+    p.add_argument("--pairs", default="C pair,tcpmax pair", metavar="PAIR,PAIR,...",
+                   help=f"pair: which (client, server) pairs to time, of {', '.join(PAIRS)}")
     p.add_argument("--server", choices=["refserve", "tcpmax"], default="refserve",
                    help="vs-c: the server both clients connect to")
     p.add_argument("--connections", default="100k", type=parse_count)
@@ -568,7 +583,11 @@ def main() -> None:
     elif a.which == "ws":
         bench_ws(a.connections, a.rounds)
     elif a.which == "pair":
-        bench_pair(a.connections, a.rounds, a.port_strategy)
+        pairs = tuple(x.strip() for x in a.pairs.split(","))
+        unknown = [x for x in pairs if x not in PAIRS]
+        if unknown:
+            p.error(f"--pairs: unknown {', '.join(unknown)}; known: {', '.join(PAIRS)}")
+        bench_pair(a.connections, a.rounds, a.port_strategy, pairs)
     elif a.which == "slab":
         bench_slab([parse_count(t) for t in a.at.split(",")])
     elif a.which == "vs-c":
