@@ -26,6 +26,7 @@ default) and send the results (histograms, errors, per-source counts) up a pipe.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import select
@@ -47,6 +48,7 @@ from tcpmax.engine.tls import TlsClient, TlsFailure
 from tcpmax.engine.worker import FLUSH_EVERY, flush_counters, worker_prologue
 from tcpmax.engine.ws_client import PROBE_MIN, WsClient, probe_sent_ns
 from tcpmax.model.first_message import show_bytes
+from tcpmax.model.flathist import SUB_BITS, SUB_MASK, flat_counts, record, to_hdr
 from tcpmax.model.load import CloseMode, LoadConfig, PortStrategy, Share, TokenBucket
 from tcpmax.model.worker_result import WorkerResult, encode_worker_result
 from tcpmax.model.ws import FrameError, Opcode, peer_close_code
@@ -93,7 +95,9 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     established_by_source = [0] * len(sources)
     peak_by_source = [0] * len(sources)
     errors: dict[int, int] = {}
-    connect_hist = new_histogram()
+    # The connect latencies, one per connection: a flat array in the loop (model/flathist.py),
+    # an HdrHistogram in the result.
+    connect_counts = flat_counts()
     msg_hist = new_histogram()
     family = socket.AF_INET6 if shares and ":" in shares[0].endpoint.host else socket.AF_INET
     explicit = strategy is PortStrategy.EXPLICIT
@@ -145,6 +149,12 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     write: Callable[[int, bytes], int] = os.write
     if tls is not None:
         recv, write, close = tls.read, tls.write, tls.close
+
+    # The connect path's names as locals: each global or attribute lookup is paid per connect.
+    new_socket, stream = _socket.socket, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    SOL_SOCKET, SO_LINGER, IPPROTO_IP = socket.SOL_SOCKET, socket.SO_LINGER, socket.IPPROTO_IP
+    EINPROGRESS, monotonic = errno.EINPROGRESS, time.monotonic
+    stop_opening_col, release_col = Col(CONTROL_STOP_OPENING), Col(CONTROL_RELEASE_MS)
 
     def fail(code: int) -> None:
         nonlocal failed
@@ -244,7 +254,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
             fail(exc.errno or 0)
             return True
         t = time.monotonic()
-        connect_hist.record_value(max(1, int((t - started[fd]) * 1e6)))
+        record(connect_counts, int((t - started[fd]) * 1e6))
         awaiting += 1
         state[fd] = OPENING
         started[fd] = t
@@ -365,7 +375,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         # reply are in flight but not connects: they do not hold the window (the server's
         # answer takes a round trip and its CPU; counting them halved the ws ramp, measured).
         if not exhausted and not stopping and in_flight - awaiting < cfg.window:
-            if table.get(control, Col(CONTROL_STOP_OPENING)):
+            if table.get(control, stop_opening_col):
                 exhausted = True      # the memory floor: hold what is open, open no more
                 continue
             for _ in range(bucket.take(cfg.window - in_flight + awaiting, now)):
@@ -376,15 +386,15 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     break
                 attempted += 1
                 try:
-                    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                    s = new_socket(family, stream)
                 except OSError as exc:
                     fail(exc.errno or 0)
                     continue
                 try:
                     if reset:
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                        s.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RESET)
                     if explicit:
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        s.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
                         try:
                             s.bind((src, port))
                         except OSError as exc:
@@ -395,14 +405,14 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                             s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                             s.bind((src, 0))
                     else:
-                        s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                        s.setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                         s.bind((src, 0))
                     rc = s.connect_ex(addr)
                 except OSError as exc:
                     s.close()
                     fail(exc.errno or 0)
                     continue
-                if rc not in (0, errno.EINPROGRESS):
+                if rc != EINPROGRESS and rc != 0:
                     s.close()
                     fail(rc)
                     continue
@@ -429,8 +439,11 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
                     close(fd)
                     fail(code)
                     continue
-                t = time.monotonic()
-                connect_hist.record_value(max(1, int((t - started[fd]) * 1e6)))
+                t = monotonic()
+                us = int((t - started[fd]) * 1e6)
+                b = us.bit_length()      # model/flathist.py: the counter of `us`, inline
+                connect_counts[us if b <= SUB_BITS else ((b - SUB_BITS) << SUB_BITS)
+                               | ((us >> (b - SUB_BITS - 1)) & SUB_MASK)] += 1
                 if tls is None:
                     if opening is None:
                         in_flight -= 1
@@ -524,7 +537,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         if not ramp_done and exhausted and in_flight == 0:
             ramp_done = True
             row[Col.RAMP_DONE_MS] = int(now * 1000)
-        release = table.get(control, Col(CONTROL_RELEASE_MS))
+        release = table.get(control, release_col)
         finished = stopping or (ramp_done and release and now * 1000 >= release)
         if finished and in_flight:
             for pending in (CONNECTING, HANDSHAKING, OPENING):
@@ -560,7 +573,7 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
         peak_open=peak_open,
         final_open=final_open,
         per_source=dict(zip(sources, peak_by_source, strict=True)),
-        connect_hist=connect_hist.encode(),
+        connect_hist=to_hdr(connect_counts, new_histogram()).encode(),
         msg_hist=msg_hist.encode() if received else None,
         tls_hist=tls_hist.encode() if tls is not None and tls_hist.get_total_count() else None,
         ws_hist=opening_hist.encode() if opened and ws is not None else None,
