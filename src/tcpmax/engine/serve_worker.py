@@ -8,7 +8,8 @@ what keeps user space near zero bytes per held connection.
 Accepting: every worker registers every listener with EPOLLEXCLUSIVE, so the kernel wakes one
 worker per incoming connection. A worker at its budget unregisters the listeners (EPOLLEXCLUSIVE
 registrations cannot be modified, only removed) and re-registers below a low-water mark, so
-connections flow to workers with room. EMFILE/ENFILE/ENOBUFS/ENOMEM from accept are counted
+connections flow to workers with room. A woken worker reads the accept queue's length from the
+listener's TCP_INFO and accepts that many, so no accept() ends on an empty queue. EMFILE/ENFILE/ENOBUFS/ENOMEM from accept are counted
 and pause the listeners briefly instead of spinning on a level-triggered readiness that will
 fail again.
 
@@ -36,6 +37,7 @@ import select
 import signal
 import socket
 import ssl
+import struct
 import time
 from array import array
 
@@ -52,6 +54,7 @@ __all__ = ["run_worker"]
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 EPOLLRDHUP = select.EPOLLRDHUP
+EPOLLERR = select.EPOLLERR
 EPOLLEXCLUSIVE = select.EPOLLEXCLUSIVE
 READ_SIZE = 65536
 ACCEPT_BATCH = 64
@@ -60,6 +63,9 @@ ACCEPT_BATCH = 64
 # can compare both ways in one run (forked workers inherit it).
 EARLY_READ = True
 PAUSE_FIRST, PAUSE_MAX = 0.05, 1.0
+# A listener's TCP_INFO carries its accept queue's length in tcpi_unacked (bytes 24-27; the
+# kernel's tcp_get_info aliases the field for listeners).
+queue_len = struct.Struct("=I").unpack_from
 _ACCEPT_COL = {
     errno.EMFILE: Col.ACCEPT_EMFILE,
     errno.ENFILE: Col.ACCEPT_ENFILE,
@@ -147,7 +153,10 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     stopping = False
     drain_deadline = float("inf")
     pad = b" " * max(0, cfg.message_size - 21)
-    poll = ep.poll
+    # The accept path's names as locals: each global or attribute lookup is paid per accept.
+    poll, register, held_events = ep.poll, ep.register, EPOLLIN | EPOLLRDHUP
+    mem_floor_col = Col.MEM_FLOOR
+    IPPROTO_TCP, TCP_INFO = socket.IPPROTO_TCP, socket.TCP_INFO
 
     while True:
         events = poll(FLUSH_EVERY, 1024)
@@ -171,7 +180,10 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         else:
                             pending[fd] = buf[n:]
                         continue
-                else:
+                # A pending error (a reset) is closed without the read, whose exception costs
+                # more than the rest of the close; bytes that came just before the reset go
+                # uncounted (the echo could not have been written back anyway).
+                elif not ev & EPOLLERR:
                     try:
                         data = read(fd, READ_SIZE)
                     except BlockingIOError:
@@ -225,8 +237,12 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                 if listener is None or not listening:
                     continue
                 accept = listener._accept  # type: ignore[attr-defined]  # raw fd, no object
-                for _ in range(ACCEPT_BATCH):
-                    if n_open >= budget or row[Col.MEM_FLOOR]:
+                # Accept what the queue holds, no more: an accept() on an empty queue costs
+                # 4.6 us (the kernel makes and frees a socket, Python raises), TCP_INFO 0.6 us
+                # (measured: docs/benchmarks.md). Another worker may still take some first.
+                queued = queue_len(listener.getsockopt(IPPROTO_TCP, TCP_INFO, 32), 24)[0]
+                for _ in range(min(queued, ACCEPT_BATCH)):
+                    if n_open >= budget or row[mem_floor_col]:
                         listen_off()
                         state = WorkerState.FULL
                         break
@@ -247,7 +263,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         break
                     if nonblocking:
                         fcntl.fcntl(cfd, fcntl.F_SETFL, os.O_RDWR | os.O_NONBLOCK)
-                    ep.register(cfd, EPOLLIN | EPOLLRDHUP)
+                    register(cfd, held_events)
                     held[cfd] = fresh
                     n_open += 1
                     opened += 1
