@@ -8,10 +8,10 @@ what keeps user space near zero bytes per held connection.
 Accepting: every worker registers every listener with EPOLLEXCLUSIVE, so the kernel wakes one
 worker per incoming connection. A worker at its budget unregisters the listeners (EPOLLEXCLUSIVE
 registrations cannot be modified, only removed) and re-registers below a low-water mark, so
-connections flow to workers with room. A woken worker reads the accept queue's length from the
-listener's TCP_INFO and accepts that many, so no accept() ends on an empty queue. EMFILE/ENFILE/ENOBUFS/ENOMEM from accept are counted
-and pause the listeners briefly instead of spinning on a level-triggered readiness that will
-fail again.
+connections flow to workers with room. A woken worker reads the accept queue's length from
+the listener's TCP_INFO and accepts that many, so no accept() ends on an empty queue.
+EMFILE/ENFILE/ENOBUFS/ENOMEM from accept are counted and pause the listeners briefly instead
+of spinning on a level-triggered readiness that will fail again.
 
 Echo backpressure: bytes that do not fit in the socket buffer are kept (at most one read,
 64 KiB) and the fd is switched from EPOLLIN to EPOLLOUT, so nothing more is read from a client
