@@ -4,9 +4,9 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from tcpmax.engine.supervisor import fork_child
+from tcpmax.host.process import running
 
 
 def _wait(pid):
@@ -44,14 +44,6 @@ def test_the_child_never_returns_into_the_callers_code():
     os.close(r)
 
 
-def _alive(pid):
-    """Running or sleeping; a zombie waiting for a reaper that is not us counts as dead."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_the_child_dies_with_its_parent():
     r, w = os.pipe()
 
@@ -68,7 +60,7 @@ def test_the_child_dies_with_its_parent():
     os.close(w)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if not _alive(grandchild):
+        if not running(grandchild):
             break
         time.sleep(0.02)
     else:

@@ -11,6 +11,7 @@ from tcpmax.host.process import (
     process_memory,
     raise_nofile,
     rss_bytes,
+    running,
     thread_count,
 )
 
@@ -93,3 +94,19 @@ def test_netstat_sections_pair_header_and_value_lines(tmp_path):
 def test_the_route_to_loopback_leaves_through_an_interface_holding_127_0_0_1():
     route = read_route("127.0.0.1")
     assert "127.0.0.1" in route.addresses
+
+
+def test_running_reads_the_state_after_a_command_name_with_spaces_and_parentheses(tmp_path):
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "stat").write_text("7 (a (b) c) S 1 7 7 0 -1\n")
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8" / "stat").write_text("8 (a (Z) c) Z 1 8 8 0 -1\n")
+    assert running(7, tmp_path) and not running(8, tmp_path)
+
+
+def test_a_pid_that_is_gone_is_not_running(tmp_path):
+    assert not running(9, tmp_path)
+
+
+def test_this_process_is_running():
+    assert running(os.getpid())

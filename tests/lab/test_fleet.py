@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tcpmax.host.process import running
 from tcpmax.lab.fleet import (
     FleetSpec,
     balancer_conntrack,
@@ -58,14 +59,6 @@ def leftovers(name: str, creator_pid: int, slot: int, pids: list[int]) -> list[s
     left += [link["ifname"] for link in json.loads(links)
              if link["ifname"].startswith(f"tmf{slot}-")]
     return left + [f"pid {p}" for p in pids if running(p)]
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (init reaps orphans when it gets to them)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tcpmax.host.process import running
 from tcpmax.lab.fleet import FleetSpec, fleet_down, fleet_status, fleet_up, server_stats
 from tests.engine.test_cluster import Cluster
 
@@ -50,15 +50,6 @@ def test_workers_in_client_hosts_split_a_load_through_the_vip(fleet, tmp_path):
         cluster.stop()
 
 
-def _alive(pid: int) -> bool:
-    """Running: a zombie waiting for init's (lazy) reap has stopped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def test_fleet_up_with_dask_starts_a_cluster_of_its_clients_and_down_stops_it(tmp_path):
     state_dir = tmp_path / "fleet-state"
     state = fleet_up(FleetSpec(name=f"d{os.getpid()}", clients=2, servers=2, ttl=120,
@@ -79,4 +70,4 @@ def test_fleet_up_with_dask_starts_a_cluster_of_its_clients_and_down_stops_it(tm
     finally:
         fleet_down(state["name"], state_dir)
     pids = [state["scheduler_pid"], *state["worker_pids"].values()]
-    assert not any(_alive(p) for p in pids)
+    assert not any(running(p) for p in pids)

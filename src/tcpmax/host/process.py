@@ -21,7 +21,7 @@ from pathlib import Path
 from tcpmax.host.procfs import LIVE_PROC
 
 __all__ = ["ProcessMemory", "parse_smaps_rollup", "process_memory", "raise_nofile",
-           "read_status", "rss_bytes", "thread_count"]
+           "read_status", "rss_bytes", "running", "thread_count"]
 
 Pid = int | str          # a number, or "self"
 
@@ -36,6 +36,16 @@ def raise_nofile() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         soft = hard
     return soft
+
+
+def running(pid: int, proc_root: Path = LIVE_PROC) -> bool:
+    """Whether `pid` runs; a zombie does not (it has stopped, and init reaps lazily)."""
+    try:
+        stat = (proc_root / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which may hold spaces and parentheses.
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def read_status(pid: Pid = "self", proc_root: Path = LIVE_PROC) -> dict[str, str]:

@@ -57,6 +57,7 @@ from typing import Any
 
 from tcpmax.engine.supervisor import fork_child
 from tcpmax.host.inspect import listening_ports, read_conntrack
+from tcpmax.host.process import running
 from tcpmax.host.procfs import write_sysctl
 from tcpmax.lab.sandbox import SandboxError, can_sandbox, run_in
 from tcpmax.model.fleet import (
@@ -165,15 +166,6 @@ def list_fleets(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 
 # ---------------------------------------------------------------- small system helpers
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs; a zombie does not (init reaps the servers' zombies lazily)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def _batch(lines: list[str], netns: str | None = None, force: bool = False) -> None:
     """Run `ip` commands in one process (fast: one netlink socket for all of them)."""
     if not lines:
@@ -219,7 +211,7 @@ def _stop(pids: list[int]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + _TERM_GRACE
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(running(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -276,7 +268,7 @@ def _remove(state_dir: Path, state: dict[str, Any]) -> None:
 def _stale(state: dict[str, Any], now: float) -> bool:
     if now >= state["expires_at"]:
         return True
-    return not state["complete"] and not _alive(state["creator_pid"])
+    return not state["complete"] and not running(state["creator_pid"])
 
 
 def _known_states(state_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -319,7 +311,7 @@ def sweep(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
         if NETNS_DIR.is_dir():
             for entry in NETNS_DIR.iterdir():
                 owner = netns_owner(entry.name)
-                if owner and entry.name not in claimed and not _alive(owner[1]):
+                if owner and entry.name not in claimed and not running(owner[1]):
                     orphans.append(entry.name)
         if orphans:
             _stop([pid for ns in orphans for pid in _pids_in(ns)])
@@ -447,7 +439,7 @@ def _start_dask(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any], logfile
     # Each worker logs one "Registered to" line once the scheduler has it.
     deadline = time.monotonic() + _READY_TIMEOUT
     while logfile.read_text(errors="replace").count("Registered to") < len(workers):
-        if not _alive(state["scheduler_pid"]):
+        if not running(state["scheduler_pid"]):
             raise FleetError("the Dask scheduler exited: "
                              + " | ".join(logfile.read_text(errors="replace")
                                           .strip().splitlines()[-5:]))
@@ -572,7 +564,7 @@ def _build(plan: FleetPlan, spec: FleetSpec, state: dict[str, Any],
     waiting = dict(pids)
     while waiting:
         for label, pid in list(waiting.items()):
-            if not _alive(pid):
+            if not running(pid):
                 tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
                 raise FleetError(f"server {label} exited: " + " | ".join(tail))
             if {spec.port, METRICS_PORT} <= listening_ports(pid):
