@@ -20,6 +20,10 @@
     python bench/bench_load.py pair     --connections 1M --rounds 1
         tcpmax load into tcpmax serve against refconnect into refserve (the C pair), one
         after the other, with the established count sampled twice a second for both
+    python bench/bench_load.py ehash    --connections 1M --rounds 3 --buckets 262144,2097152
+        the pair (--pairs) in a network namespace of its own per round, made with each
+        size of established-connection hash (net.ipv4.tcp_child_ehash_entries, set in an
+        outer namespace of this run, never on the host), sizes interleaved
     python bench/bench_load.py vs-c     --connections 100k --rounds 3 --server refserve
         tcpmax load vs ../shared/bench/refconnect.c (a C client, 8 processes) into the same
         server (refserve.c, or `--server tcpmax` for tcpmax serve), rounds interleaved;
@@ -553,17 +557,46 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto",
                          if k != "C pair"} if "C pair" in med else {})})
 
 
+def bench_ehash(n: int, rounds: int, buckets: list[int], pairs: tuple[str, ...]) -> None:
+    """Does the size of the established-connection hash shape the ramp? Each round runs
+    `pair` once per size in a fresh namespace whose ehash has that many buckets. The size
+    is fixed when a namespace is made, from its parent's tcp_child_ehash_entries, so each
+    run nests two anonymous namespaces (`unshare -n`): the outer one takes the sysctl, the
+    inner one is made with it and runs the pair on its own loopback. Both vanish when the
+    run ends, whatever happens."""
+    times: dict[tuple[str, int], list[float]] = {}
+    for i in range(rounds):
+        for size in (buckets if i % 2 == 0 else list(reversed(buckets))):
+            inner = (f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} "
+                     f"pair --connections {n} --rounds 1 --pairs '{','.join(pairs)}'")
+            outer = (f"sysctl -qw net.ipv4.tcp_child_ehash_entries={size} && "
+                     f"exec unshare -n -- sh -c \"{inner}\"")
+            out = subprocess.run(["unshare", "-n", "--", "sh", "-c", outer], check=True,
+                                 capture_output=True, text=True, timeout=3600).stdout
+            for line in out.splitlines():
+                rec = json.loads(line)
+                if rec.get("summary"):
+                    continue
+                times.setdefault((rec["pair"], size), []).append(rec["seconds_to_peak"])
+                emit({**rec, "bench": "ehash", "ehash_buckets": size})
+    emit({"bench": "ehash", "summary": True,
+          "median_seconds": {f"{pair} @ {size}": statistics.median(v)
+                             for (pair, size), v in times.items()}})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=["ramp", "strategy", "million", "ws", "vs-c", "slab",
-                                     "pair"])
+                                     "pair", "ehash"])
     p.add_argument("--at", default="100k,500k", metavar="N,N,...",
                    help="slab: the connection counts to hold, one after another")
     p.add_argument("--port-strategy", choices=["auto", "kernel", "explicit"], default="auto",
                    help="pair: tcpmax load's --port-strategy")
     p.add_argument("--pairs", default="C pair,tcpmax pair", metavar="PAIR,PAIR,...",
                    help=f"pair: which (client, server) pairs to time, of {', '.join(PAIRS)}")
+    p.add_argument("--buckets", default="262144,2097152", metavar="N,N,...",
+                   help="ehash: the hash sizes (buckets, powers of two) to compare")
     p.add_argument("--server", choices=["refserve", "tcpmax"], default="refserve",
                    help="vs-c: the server both clients connect to")
     p.add_argument("--connections", default="100k", type=parse_count)
@@ -588,6 +621,10 @@ def main() -> None:
         if unknown:
             p.error(f"--pairs: unknown {', '.join(unknown)}; known: {', '.join(PAIRS)}")
         bench_pair(a.connections, a.rounds, a.port_strategy, pairs)
+    elif a.which == "ehash":
+        pairs = tuple(x.strip() for x in a.pairs.split(","))
+        bench_ehash(a.connections, a.rounds, [parse_count(t) for t in a.buckets.split(",")],
+                    pairs)
     elif a.which == "slab":
         bench_slab([parse_count(t) for t in a.at.split(",")])
     elif a.which == "vs-c":

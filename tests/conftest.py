@@ -124,3 +124,16 @@ def netns() -> Iterator[Callable[..., str]]:
     finally:
         for name in made:
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture(params=["c", "python"])
+def hot_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on both paths of the plain connect and accept loops: the C module's and
+    pure Python's (engine/native.py). Workers fork from the test, so they see the choice."""
+    from tcpmax.engine import native
+
+    if request.param == "python":
+        monkeypatch.setattr(native, "fast", None)
+    else:
+        assert native.fast is not None, "the C module is not built (pip install -e . builds it)"
+    return str(request.param)

@@ -67,7 +67,7 @@ def test_holds_100k_connections_to_one_port_of_a_plain_server_confirmed_by_the_k
     assert m["seen"] == [expected]
 
 
-def test_a_dead_target_is_named_econnrefused_at_once():
+def test_a_dead_target_is_named_econnrefused_at_once(hot_path):
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -80,7 +80,7 @@ def test_a_dead_target_is_named_econnrefused_at_once():
     assert "start the server" in result.errors[0].advice
 
 
-def test_a_target_that_drops_syns_is_named_etimedout_within_the_timeout():
+def test_a_target_that_drops_syns_is_named_etimedout_within_the_timeout(hot_path):
     # A listener that never accepts and whose accept queue is full drops every new SYN.
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -157,7 +157,7 @@ def test_a_graceful_close_leaves_exactly_one_time_wait_per_connection_on_this_si
     assert m == {"reached": 1, "time_wait": n, "others": 0, "sockstat_tw": n}
 
 
-def test_explicit_ports_are_bound_from_the_range_and_all_connect():
+def test_explicit_ports_are_bound_from_the_range_and_all_connect(hot_path):
     with plain_server() as address:
         run, result = load(address, 3_000, sources=("127.0.0.3",),
                            port_strategy=PortStrategy.EXPLICIT)
@@ -166,7 +166,7 @@ def test_explicit_ports_are_bound_from_the_range_and_all_connect():
         assert result.per_source == {"127.0.0.3": 3_000}
 
 
-def test_the_result_carries_its_merged_histograms_so_machines_can_merge_exact_percentiles():
+def test_the_result_carries_its_merged_histograms_so_machines_can_merge_exact_percentiles(hot_path):
     with plain_server(echo=True) as address:
         _, result = load(address, 300, hold=1.0, message_rate=1_000)
     connect = HdrHistogram.decode(result.histograms["connect"].encode("ascii"))

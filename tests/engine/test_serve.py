@@ -88,7 +88,7 @@ def test_stats_metrics_and_the_kernel_agree_with_an_independent_client():
     assert m["kernel"] == 2 * m["n"] + extra
 
 
-def test_a_worker_at_its_budget_leaves_the_rest_to_the_others():
+def test_a_worker_at_its_budget_leaves_the_rest_to_the_others(hot_path):
     with server(max_connections=100, workers=2) as srv:
         socks = connect_many(srv.addresses[0], 100, "127.0.0.1")
         try:
@@ -257,7 +257,7 @@ def test_stop_resets_connections_and_reaps_every_worker():
         s.close()
 
 
-def test_accept_emfile_is_counted_and_pauses_instead_of_spinning():
+def test_accept_emfile_is_counted_and_pauses_instead_of_spinning(hot_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)

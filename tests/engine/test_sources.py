@@ -93,7 +93,7 @@ def _explicit_load_beside_outbound_connections() -> dict[str, object]:
 
 
 @pytest.mark.root
-def test_explicit_ports_held_by_another_programs_connections_fall_back_to_the_kernel():
+def test_explicit_ports_held_by_another_programs_connections_fall_back_to_the_kernel(hot_path):
     out = in_own_netns(_explicit_load_beside_outbound_connections,
                        {"net.ipv4.ip_local_port_range": "40000 40999"})
     assert out == {"held": 30, "errors": {}}

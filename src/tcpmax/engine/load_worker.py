@@ -40,6 +40,7 @@ from contextlib import suppress
 
 from hdrh.histogram import HdrHistogram
 
+from tcpmax.engine import native
 from tcpmax.engine.counters import Col, CounterTable
 from tcpmax.engine.opening import Opening, OpeningFailure, ReplyClient
 from tcpmax.engine.sockopts import IP_BIND_ADDRESS_NO_PORT, LINGER_RESET
@@ -92,8 +93,8 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     started = array("d", bytes(8 * fd_limit))
     source_of = array("I", bytes(4 * fd_limit))
     sources = list(dict.fromkeys(s.source for s in shares))
-    established_by_source = [0] * len(sources)
-    peak_by_source = [0] * len(sources)
+    established_by_source = array("q", bytes(8 * len(sources)))
+    peak_by_source = array("q", bytes(8 * len(sources)))
     errors: dict[int, int] = {}
     # The connect latencies, one per connection: a flat array in the loop (model/flathist.py),
     # an HdrHistogram in the result.
@@ -129,6 +130,17 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     samples: dict[str, str] = {}          # failure name -> what the server sent, the first time
 
     todo = _attempts(shares, sources, ports)
+    # Plain runs hand each batch of connects, and each poll's completed connects, to the C
+    # module when it is built (engine/native.py): the same calls and the same arrays, without
+    # the interpreter between them. The shares are then walked by index instead of `todo`.
+    fast = native.fast
+    if fast is not None and not (tls is None and opening is None and native.numeric(
+            family, *sources, *{s.endpoint.host for s in shares})):
+        fast = None
+    epfd = ep.fileno()
+    share_at = share_used = 0
+    port_table = array("i", ports) if explicit and ports is not None else None
+    base_flags = fast.OPEN_RESET if fast is not None and reset else 0
     exhausted = not shares
     now = time.monotonic()
     bucket = TokenBucket(cfg.rate / workers, max(1.0, cfg.rate / workers / 20), now)
@@ -378,57 +390,95 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
             if table.get(control, stop_opening_col):
                 exhausted = True      # the memory floor: hold what is open, open no more
                 continue
-            for _ in range(bucket.take(cfg.window - in_flight + awaiting, now)):
-                try:
-                    src_index, src, addr, port = next(todo)
-                except StopIteration:
+            if fast is not None:
+                k = bucket.take(cfg.window - in_flight + awaiting, now)
+                while k > 0:
+                    if share_at == len(shares):
+                        exhausted = True
+                        break
+                    share = shares[share_at]
+                    m = min(k, share.count - share_used)
+                    by_port = port_table is not None and share.first_port is not None
+                    opened_now, codes = fast.open_batch(
+                        epfd, family, share.source, share.endpoint.host, share.endpoint.port,
+                        m, port_table if by_port else None,
+                        (share.first_port or 0) + share_used if by_port else 0,
+                        base_flags | (fast.OPEN_EXPLICIT if by_port else 0),
+                        state, started, source_of, sources.index(share.source), now)
+                    attempted += m
+                    in_flight += opened_now
+                    for code in codes:
+                        fail(code)
+                    k -= m
+                    share_used += m
+                    if share_used == share.count:
+                        share_at, share_used = share_at + 1, 0
+                if share_at == len(shares):
                     exhausted = True
-                    break
-                attempted += 1
-                try:
-                    s = new_socket(family, stream)
-                except OSError as exc:
-                    fail(exc.errno or 0)
-                    continue
-                try:
-                    if reset:
-                        s.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RESET)
-                    if explicit:
-                        s.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        try:
-                            s.bind((src, port))
-                        except OSError as exc:
-                            if exc.errno != errno.EADDRINUSE:
-                                raise
-                            # Another program's connection holds this port on this source
-                            # (the plan skips only listeners): let the kernel pick a free one,
-                            # without SO_REUSEADDR: with it kept, connect() answered
-                            # EADDRNOTAVAIL for 2 of 4 fallbacks in 1 of 12 runs (0 in 24 off).
-                            s.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 0)
+            else:
+                for _ in range(bucket.take(cfg.window - in_flight + awaiting, now)):
+                    try:
+                        src_index, src, addr, port = next(todo)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    attempted += 1
+                    try:
+                        s = new_socket(family, stream)
+                    except OSError as exc:
+                        fail(exc.errno or 0)
+                        continue
+                    try:
+                        if reset:
+                            s.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RESET)
+                        if explicit:
+                            s.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                            try:
+                                s.bind((src, port))
+                            except OSError as exc:
+                                if exc.errno != errno.EADDRINUSE:
+                                    raise
+                                # Another program's connection holds this port on this source
+                                # (the plan skips only listeners): let the kernel pick a free one,
+                                # without SO_REUSEADDR: with it kept, connect() answered
+                                # EADDRNOTAVAIL for 2 of 4 fallbacks in 1 of 12 runs (0 in 24 off).
+                                s.setsockopt(SOL_SOCKET, socket.SO_REUSEADDR, 0)
+                                s.setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                                s.bind((src, 0))
+                        else:
                             s.setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                             s.bind((src, 0))
-                    else:
-                        s.setsockopt(IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                        s.bind((src, 0))
-                    rc = s.connect_ex(addr)
-                except OSError as exc:
-                    s.close()
-                    fail(exc.errno or 0)
-                    continue
-                if rc != EINPROGRESS and rc != 0:
-                    s.close()
-                    fail(rc)
-                    continue
-                fd = s.detach()
-                state[fd] = CONNECTING
-                started[fd] = now
-                source_of[fd] = src_index
-                in_flight += 1
-                if eager and eager_opening(fd):
-                    continue
-                ep.register(fd, EPOLLOUT)
+                        rc = s.connect_ex(addr)
+                    except OSError as exc:
+                        s.close()
+                        fail(exc.errno or 0)
+                        continue
+                    if rc != EINPROGRESS and rc != 0:
+                        s.close()
+                        fail(rc)
+                        continue
+                    fd = s.detach()
+                    state[fd] = CONNECTING
+                    started[fd] = now
+                    source_of[fd] = src_index
+                    in_flight += 1
+                    if eager and eager_opening(fd):
+                        continue
+                    ep.register(fd, EPOLLOUT)
 
-        for fd, ev in poll(TICK, 1024):
+        if fast is not None:
+            done, events = fast.poll_connects(epfd, 1024, TICK, state, started, connect_counts,
+                                              source_of, established_by_source,
+                                              peak_by_source)
+            if done:
+                in_flight -= done
+                connected += done
+                n_open += done
+                if n_open > peak_open:
+                    peak_open = n_open
+        else:
+            events = poll(TICK, 1024)
+        for fd, ev in events:
             st = state[fd]
             if st == CONNECTING:
                 if ev & (EPOLLERR | EPOLLHUP):
