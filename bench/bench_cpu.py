@@ -6,10 +6,11 @@
         queue's length from TCP_INFO, HdrHistogram.record_value against the flat inline index,
         socket.socket against the C type.
 
-    python bench/bench_cpu.py worker --side load|serve --against SRC [--rounds 5]
+    python bench/bench_cpu.py worker --side load|serve --against SRC|python [--rounds 5]
         one tcpmax worker's user and kernel CPU per connection under `perf record` (10 kHz
         samples, the worker processes only: the parent's start-up and monitoring are left out),
-        this tree against another source tree SRC (its src/), alternating. load: one load
+        this tree against another source tree SRC (its src/), or against itself without the C
+        module (`--against python`: TCPMAX_NATIVE=0, engine/native.py), alternating. load: one load
         worker opening N connections into refserve; serve: serve workers accepting N from
         refconnect (both built from ../shared/bench, as in bench_load.py).
 
@@ -132,7 +133,8 @@ def _worker_samples(data: Path) -> tuple[int, int]:
     """(user, kernel) samples of every process but the first (the parent) in a perf file."""
     out = subprocess.run(["perf", "report", "-i", str(data), "--sort", "pid,dso", "-n",
                           "--stdio"], capture_output=True, text=True, check=True).stdout
-    rows = [line.split() for line in out.splitlines() if "%" in line and ":" in line]
+    rows = [r for r in (line.split() for line in out.splitlines())
+            if len(r) > 3 and r[0].endswith("%") and r[2].split(":")[0].isdigit()]
     pids = sorted({int(r[2].split(":")[0]) for r in rows})
     user = kernel = 0
     for r in rows:
@@ -145,16 +147,21 @@ def _worker_samples(data: Path) -> tuple[int, int]:
     return user, kernel
 
 
-def _perf(argv: list[str], src: Path, data: Path, hz: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+def _perf(argv: list[str], src: Path, data: Path, hz: int,
+          extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(src), **extra_env}
     return subprocess.Popen(["perf", "record", "-q", "-o", str(data), "-F", str(hz), "-e",
                              "cpu-clock", "--", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
-def bench_worker(side: str, against: Path, n: int, rounds: int) -> None:
+def bench_worker(side: str, against: str, n: int, rounds: int) -> None:
     refconnect, refserve = build_reference(Path("/tmp/tcpmax-bench-ref"))
-    trees = {"this tree": SRC, f"{against}": against / "src"}
+    trees: dict[str, tuple[Path, dict[str, str]]] = {"this tree": (SRC, {})}
+    if against == "python":
+        trees["this tree, pure Python"] = (SRC, {"TCPMAX_NATIVE": "0"})
+    else:
+        trees[against] = (Path(against) / "src", {})
     hz = 10_000
     got: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,14 +176,15 @@ def bench_worker(side: str, against: Path, n: int, rounds: int) -> None:
                     try:
                         _perf([sys.executable, "-m", "tcpmax", "load", f"127.0.0.1:{port}",
                                "-n", str(n), "--workers", "1", "--hold", "0.3s", "--quiet"],
-                              trees[label], data, hz).wait(300)
+                              trees[label][0], data, hz, trees[label][1]).wait(300)
                     finally:
                         os.killpg(server.pid, signal.SIGKILL)
                         server.wait()
                 else:
                     proc = _perf([sys.executable, "-m", "tcpmax", "serve", "--port", str(port),
                                   "--max-connections", str(n), "--workers", "6", "--quiet",
-                                  "--duration", "12s"], trees[label], data, hz)
+                                  "--duration", "12s"], trees[label][0], data, hz,
+                                 trees[label][1])
                     time.sleep(3.0)
                     subprocess.run([str(refconnect), "127.0.0.1", str(port), str(n), "6", "1"],
                                    capture_output=True, check=True, timeout=120)
@@ -200,7 +208,8 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=["calls", "worker"])
     p.add_argument("--side", choices=["load", "serve"], default="load")
-    p.add_argument("--against", type=Path, help="worker: the other source tree")
+    p.add_argument("--against", help="worker: the other source tree, or `python` for this "
+                   "tree without its C module")
     p.add_argument("--connections", type=int, default=0,
                    help="calls: 200,000; worker: 15,000 (load) or 100,000 (serve)")
     p.add_argument("--rounds", type=int, default=5)

@@ -330,10 +330,11 @@ def build_reference(out: Path) -> tuple[Path, Path]:
     return built[0], built[1]
 
 
-def run_group(argv: list[str], timeout: float) -> str:
+def run_group(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
     """Run `argv` in its own process group; on timeout kill the whole group (refconnect's
     children would otherwise go on retrying)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -439,15 +440,30 @@ def sockets_in_use() -> int:
     return 0
 
 
+def pid1_cpu_seconds() -> float:
+    """CPU time of pid 1 so far. On this VM pid 1 is its agent (process_api), which lists
+    every process's open files: its CPU grows with the sockets held (docs/benchmarks.md)."""
+    fields = Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent not idle so far."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 class Sampler:
     """Connections held (TCP sockets in use over the baseline, / 2: both ends here), sampled
-    every `every` seconds in a thread until stopped."""
+    every `every` seconds in a thread until stopped; with each sample, pid 1's CPU and the
+    machine's busy CPU so far (seconds), to tell what else took the cores."""
 
     def __init__(self, every: float = 0.5) -> None:
         import threading
         self.base = sockets_in_use()
         self.t0 = time.monotonic()
         self.curve: list[tuple[float, int]] = []
+        self.cpu: list[tuple[float, float, float]] = []      # (t, pid 1's, the machine's)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
         self._thread.start()
@@ -455,7 +471,24 @@ class Sampler:
     def _run(self, every: float) -> None:
         while not self._stop.wait(every):
             held = max(0, sockets_in_use() - self.base) // 2
-            self.curve.append((round(time.monotonic() - self.t0, 1), held))
+            t = round(time.monotonic() - self.t0, 1)
+            self.curve.append((t, held))
+            self.cpu.append((t, pid1_cpu_seconds(), busy_cpu_seconds()))
+
+    def cores_per_10s(self, until: float) -> dict[str, list[float]]:
+        """Cores used by pid 1 and by the whole machine over each 10 s up to `until`."""
+        out: dict[str, list[float]] = {"pid1": [], "machine": []}
+        mark = self.cpu[0] if self.cpu else None
+        for row in self.cpu:
+            assert mark is not None
+            if row[0] - mark[0] >= 10.0 or (row[0] >= until and row[0] > mark[0]):
+                dt = row[0] - mark[0]
+                out["pid1"].append(round((row[1] - mark[1]) / dt, 2))
+                out["machine"].append(round((row[2] - mark[2]) / dt, 2))
+                mark = row
+            if row[0] >= until:
+                break
+        return out
 
     def stop(self) -> list[tuple[float, int]]:
         self._stop.set()
@@ -479,6 +512,8 @@ def per_second_rates(curve: list[tuple[float, int]], step: float = 10.0) -> list
 
 
 PAIRS = {"C pair": ("C", "C"), "tcpmax pair": ("tcpmax", "tcpmax"),
+         # Both tcpmax sides without the C module (engine/native.py): what it buys.
+         "tcpmax pair (pure Python)": ("tcpmax-py", "tcpmax-py"),
          "tcpmax load into refserve": ("tcpmax", "C"),
          "refconnect into tcpmax serve": ("C", "tcpmax")}
 
@@ -495,6 +530,7 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto",
     for i in range(rounds):
         for label in (list(times) if i % 2 == 0 else list(reversed(times))):
             client_kind, server_kind = PAIRS[label]
+            py_env = {**os.environ, "TCPMAX_NATIVE": "0"}
             probe = socket.socket()
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -506,7 +542,8 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto",
                 server = subprocess.Popen(
                     [sys.executable, "-m", "tcpmax", "serve", "--port", str(port),
                      "--max-connections", str(n), "--quiet", "--duration", "600s"],
-                    stderr=subprocess.DEVNULL, start_new_session=True)
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                    env=py_env if server_kind == "tcpmax-py" else None)
             try:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
@@ -528,7 +565,8 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto",
                     out = run_group([sys.executable, "-m", "tcpmax", "load",
                                      f"127.0.0.1:{port}", "-n", str(n), "--hold", "5s",
                                      "--port-strategy", strategy, "--json", "--quiet"],
-                                    timeout=900)
+                                    timeout=900,
+                                    env=py_env if client_kind == "tcpmax-py" else None)
                     r = json.loads(out)
                     seconds, peak = r["time_to_peak_seconds"], r["peak_established"]
                     extra = {"workers": r["workers"], "sources": r["sources"],
@@ -548,7 +586,8 @@ def bench_pair(n: int, rounds: int, strategy: str = "auto",
                   "seconds_to_peak": round(seconds, 2), "rate": round(peak / seconds),
                   "client_user_us_per_conn": round((u1 - u0) / n * 1e6, 2),
                   "client_sys_us_per_conn": round((s1 - s0) / n * 1e6, 2),
-                  "rate_per_10s": per_second_rates(curve), **extra})
+                  "rate_per_10s": per_second_rates(curve),
+                  "cores_per_10s": sampler.cores_per_10s(seconds), **extra})
             time.sleep(5.0)
     med = {k: statistics.median(v) for k, v in times.items()}
     emit({"bench": "pair", "summary": True,

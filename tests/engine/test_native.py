@@ -238,3 +238,12 @@ def test_tcpmax_native_0_turns_the_c_module_off():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "TCPMAX_NATIVE": "0"}, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_the_load_result_says_which_path_ran_the_connects(hot_path):
+    from tcpmax.engine.loader import LoadRun
+    from tcpmax.model.load import Endpoint, LoadConfig
+
+    with listener(4096) as srv:
+        result = LoadRun(LoadConfig((Endpoint(*srv.getsockname()),), 50, hold=0)).run()
+    assert result.connect_path == hot_path

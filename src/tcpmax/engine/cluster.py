@@ -570,6 +570,8 @@ class ClusterRun:
             mem_available_at_floor_bytes=min(floors) if floors else None,
             curve=curve[:: max(1, len(curve) // 600)],
             histograms={n: h.encode().decode("ascii") for n, h in hists.items()
-                        if h.get_total_count()})
+                        if h.get_total_count()},
+            connect_path=",".join(sorted({str(d.get("connect_path", "python"))
+                                          for d in docs})) or "python")
         return result, machines
 

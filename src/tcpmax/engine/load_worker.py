@@ -133,10 +133,9 @@ def run_load_worker(cfg: LoadConfig, strategy: PortStrategy, shares: tuple[Share
     # Plain runs hand each batch of connects, and each poll's completed connects, to the C
     # module when it is built (engine/native.py): the same calls and the same arrays, without
     # the interpreter between them. The shares are then walked by index instead of `todo`.
-    fast = native.fast
-    if fast is not None and not (tls is None and opening is None and native.numeric(
-            family, *sources, *{s.endpoint.host for s in shares})):
-        fast = None
+    hosts = [*sources, *{s.endpoint.host for s in shares}]
+    fast = native.fast if native.connect_path(tls is None and opening is None, family,
+                                              hosts) == "c" else None
     epfd = ep.fileno()
     share_at = share_used = 0
     port_table = array("i", ports) if explicit and ports is not None else None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
+from tcpmax.engine import native
 from tcpmax.engine.counters import LOAD_ERRNOS, Col, CounterTable
 from tcpmax.engine.load_worker import (
     CONTROL_RELEASE_MS,
@@ -158,6 +159,9 @@ class LoadResult:
     # "message", "tls", "ws", "reply"), so a run split over machines can merge exact percentiles
     # (engine/cluster.py). Added in tcpmax.load/1 without a bump: readers ignore new fields.
     histograms: dict[str, str] = field(default_factory=dict)
+    # "c" when the optional C module ran the connects (engine/native.py), else "python";
+    # a cluster run lists each machine's, joined by commas.
+    connect_path: str = "python"
 
     @property
     def error_counts(self) -> dict[str, int]:
@@ -542,7 +546,12 @@ class LoadRun:
             replies=reply_latency["count"] if reply_latency else 0,
             mem_available_at_floor_bytes=state.floor_hit, curve=_thin(state.curve, 600),
             histograms={name: h.encode().decode("ascii")
-                        for name, h in hists.items() if h.get_total_count()})
+                        for name, h in hists.items() if h.get_total_count()},
+            connect_path=native.connect_path(
+                cfg.tls is None and cfg.ws is None and cfg.first_message is None
+                and cfg.expect is None,
+                socket.AF_INET6 if ":" in cfg.endpoints[0].host else socket.AF_INET,
+                [*plan.sources, *(e.host for e in cfg.endpoints)]))
 
 
 def _thin(curve: list[tuple[float, int]], most: int) -> list[tuple[float, int]]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from types import ModuleType
 
-__all__ = ["fast", "numeric"]
+__all__ = ["connect_path", "fast", "numeric"]
 
 
 def _load() -> ModuleType | None:
@@ -38,3 +39,9 @@ def numeric(family: int, *hosts: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def connect_path(plain: bool, family: int, hosts: Iterable[str]) -> str:
+    """"c" when the C module runs a load's connects (plain TCP between numeric addresses,
+    the module built and not turned off), else "python". Read when the workers start."""
+    return "c" if fast is not None and plain and numeric(family, *hosts) else "python"
