@@ -10,12 +10,20 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The Ctrl-C tests send SIGINT to the programs they start. A suite launched in the background
+# by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, and an ignored signal
+# stays ignored across exec: every such test would then fail for the launcher's reason.
+# Restoring Python's handler here makes the children start with the default disposition.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FAKE_PROC_FILES: dict[str, str] = {
     "self/limits": (
