@@ -178,22 +178,17 @@ def test_poll_connects_hands_every_other_event_back_as_epoll_pairs():
     assert a.state[fd] == fast.CONNECTING          # untouched: the caller decides
 
 
-def test_accept_batch_accepts_what_the_queue_holds_and_marks_each_fd():
+@contextmanager
+def queued(n: int) -> Iterator[tuple[socket.socket, select.epoll, bytearray, list[socket.socket]]]:
+    """A listener with `n` connections waiting in its accept queue, an epoll, a `held` array
+    and the clients; every fd accepted into `held` is closed afterwards."""
     ep = select.epoll()
     held = bytearray(FD_LIMIT)
     with listener() as srv:
-        clients = [socket.create_connection(srv.getsockname()) for _ in range(10)]
+        clients = [socket.create_connection(srv.getsockname()) for _ in range(n)]
         time.sleep(0.1)
         try:
-            assert fast is not None
-            got = fast.accept_batch(srv.fileno(), ep.fileno(), 64, False, held, 7)
-            again = fast.accept_batch(srv.fileno(), ep.fileno(), 64, False, held, 7)
-            assert got == (10, 0, 0)
-            assert again == (0, 0, 0)            # an empty queue: no accept() tried
-            assert held.count(7) == 10
-            clients[0].send(b"x")
-            (fd, ev), = ep.poll(5)
-            assert held[fd] == 7 and ev & select.EPOLLIN
+            yield srv, ep, held, clients
         finally:
             for c in clients:
                 c.close()
@@ -201,26 +196,27 @@ def test_accept_batch_accepts_what_the_queue_holds_and_marks_each_fd():
                 if h:
                     os.close(fd)
             ep.close()
+
+
+def test_accept_batch_accepts_what_the_queue_holds_and_marks_each_fd():
+    assert fast is not None
+    with queued(10) as (srv, ep, held, clients):
+        got = fast.accept_batch(srv.fileno(), ep.fileno(), 64, False, held, 7)
+        again = fast.accept_batch(srv.fileno(), ep.fileno(), 64, False, held, 7)
+        assert got == (10, 0, 0)
+        assert again == (0, 0, 0)            # an empty queue: no accept() tried
+        assert held.count(7) == 10
+        clients[0].send(b"x")
+        (fd, ev), = ep.poll(5)
+        assert held[fd] == 7 and ev & select.EPOLLIN
 
 
 def test_accept_batch_stops_at_max_n():
-    ep = select.epoll()
-    held = bytearray(FD_LIMIT)
-    with listener() as srv:
-        clients = [socket.create_connection(srv.getsockname()) for _ in range(5)]
-        time.sleep(0.1)
-        try:
-            assert fast is not None
-            assert fast.accept_batch(srv.fileno(), ep.fileno(), 3, True, held, 1) == (3, 0, 0)
-            fd = held.index(1)
-            assert os.get_blocking(fd) is False
-        finally:
-            for c in clients:
-                c.close()
-            for fd, h in enumerate(held):
-                if h:
-                    os.close(fd)
-            ep.close()
+    assert fast is not None
+    with queued(5) as (srv, ep, held, _clients):
+        assert fast.accept_batch(srv.fileno(), ep.fileno(), 3, True, held, 1) == (3, 0, 0)
+        fd = held.index(1)
+        assert os.get_blocking(fd) is False
 
 
 def test_a_wrong_array_type_is_a_type_error_not_a_corruption():

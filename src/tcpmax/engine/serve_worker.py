@@ -147,6 +147,16 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
     state = WorkerState.RUNNING
     row[Col.STATE] = state
 
+    def pause_accepts() -> None:
+        """Stop accepting for a while after EMFILE/ENFILE/ENOBUFS/ENOMEM, longer each time:
+        the listener stays readable, and accepting again at once would fail again."""
+        nonlocal state, pause_until, pause_len
+        row[Col.ACCEPT_PAUSES] += 1
+        listen_off()
+        state = WorkerState.PAUSED
+        pause_until = time.monotonic() + pause_len
+        pause_len = min(PAUSE_MAX, pause_len * 2)
+
     now = time.monotonic()
     next_flush = now
     next_push = now + cfg.push_interval if push else float("inf")
@@ -257,11 +267,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         pause_len = PAUSE_FIRST
                     if err and err != errno.EAGAIN:
                         row[_ACCEPT_COL.get(err, Col.ACCEPT_OTHER)] += 1
-                        row[Col.ACCEPT_PAUSES] += 1
-                        listen_off()
-                        state = WorkerState.PAUSED
-                        pause_until = time.monotonic() + pause_len
-                        pause_len = min(PAUSE_MAX, pause_len * 2)
+                        pause_accepts()
                     continue
                 accept = listener._accept  # type: ignore[attr-defined]  # raw fd, no object
                 # Accept what the queue holds, no more: an accept() on an empty queue costs
@@ -282,11 +288,7 @@ def run_worker(cfg: ServeConfig, listeners: list[socket.socket], table: CounterT
                         row[col] += 1
                         if exc.errno == errno.ECONNABORTED:
                             continue
-                        row[Col.ACCEPT_PAUSES] += 1
-                        listen_off()
-                        state = WorkerState.PAUSED
-                        pause_until = time.monotonic() + pause_len
-                        pause_len = min(PAUSE_MAX, pause_len * 2)
+                        pause_accepts()
                         break
                     if nonblocking:
                         fcntl.fcntl(cfd, fcntl.F_SETFL, os.O_RDWR | os.O_NONBLOCK)
